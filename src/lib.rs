@@ -1,0 +1,11 @@
+//! smarthost: an outbound-only mail delivery agent.
+//!
+//! A message travels through the modules in this order: [`submission`] (the
+//! sendmail interface), the queue, routing (MX resolution), policy (TLS
+//! requirements), the SMTP client, and reports. Each module's documentation
+//! says what it owns.
+
+#![forbid(unsafe_code)]
+
+pub mod envelope;
+pub mod exitcode;
