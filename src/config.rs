@@ -1,0 +1,540 @@
+//! Configuration: the TOML file, its defaults, and the secrets file.
+//!
+//! The file is `/etc/smarthost/smarthost.toml`, or the path given by
+//! `-C FILE` or `SMARTHOST_CONFIG`. Every setting is optional, and a missing
+//! default file is not an error: `sendmail` works with no file at all. An
+//! unknown key or a bad value is an error that names the file, the line and
+//! the key (exit status 78, EX_CONFIG).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where the configuration is read from when nothing else is given.
+pub const DEFAULT_CONFIG: &str = "/etc/smarthost/smarthost.toml";
+/// Where the secrets (relay credentials) are read from when nothing else is given.
+pub const DEFAULT_SECRETS: &str = "/etc/smarthost/secrets.toml";
+/// The system queue directory.
+pub const SYSTEM_QUEUE_DIR: &str = "/var/spool/smarthost";
+/// Default size limit for one message: 50 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 50 * 1024 * 1024;
+
+/// A configuration that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file exists but could not be read.
+    #[error("{path}: cannot read configuration: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has a bad key or value.
+    #[error("{path}: line {line}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the offending key or value.
+        line: usize,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+    /// A value parsed but makes no sense.
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The key, dotted (`dns.nameservers`).
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The secrets file is readable by others than its owner.
+    #[error("{path}: secrets file must not be readable by group or others (mode {mode:o}); run chmod 600")]
+    SecretsPermissions {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+}
+
+/// How the connection to `relayhost` is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayTls {
+    /// STARTTLS is required and the certificate is verified against the relay's name.
+    #[default]
+    Starttls,
+    /// TLS from the first byte (RFC 8314 §3), certificate verified.
+    Implicit,
+    /// Plaintext, for a relay on a trusted network.
+    None,
+}
+
+/// Which address families outgoing connections use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpFamily {
+    /// IPv6 and IPv4 addresses, in the order DNS gives them (IPv6 first).
+    #[default]
+    Any,
+    /// IPv4 only.
+    Ipv4,
+    /// IPv6 only.
+    Ipv6,
+}
+
+/// The file as written: every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    queue_dir: Option<PathBuf>,
+    hostname: Option<String>,
+    domain: Option<String>,
+    relayhost: Option<String>,
+    #[serde(default)]
+    relayhost_tls: RelayTls,
+    #[serde(default)]
+    submit_only: bool,
+    max_message_size: Option<u64>,
+    secrets_file: Option<PathBuf>,
+    #[serde(default)]
+    aliases: BTreeMap<String, String>,
+    #[serde(default)]
+    dns: DnsSection,
+    #[serde(default)]
+    tls: TlsSection,
+    #[serde(default)]
+    smtp: SmtpSection,
+    #[serde(default)]
+    queue: QueueSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DnsSection {
+    #[serde(default)]
+    nameservers: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SmtpSection {
+    port: Option<u16>,
+    bind_address: Option<IpAddr>,
+    #[serde(default)]
+    ip_family: IpFamily,
+    connect_timeout: Option<u64>,
+    command_timeout: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueueSection {
+    retry_min: Option<u64>,
+    retry_max: Option<u64>,
+}
+
+/// The next hop for every message, instead of MX lookups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayHost {
+    /// Host name or address literal, without brackets.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Written without brackets: look up the MX records of `host` first, as
+    /// Postfix does; with brackets: connect to `host` itself.
+    pub mx_lookup: bool,
+}
+
+impl fmt::Display for RelayHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.mx_lookup {
+            write!(f, "{}:{}", self.host, self.port)
+        } else {
+            write!(f, "[{}]:{}", self.host, self.port)
+        }
+    }
+}
+
+/// The effective configuration, with every default applied.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from, if any.
+    pub source: Option<PathBuf>,
+    /// Queue directory, when set in the file.
+    pub queue_dir: Option<PathBuf>,
+    /// Name used in EHLO, Message-ID and Received.
+    pub hostname: String,
+    /// Domain for the default sender and for qualifying bare names.
+    pub domain: String,
+    /// Upstream relay, when all mail goes through one.
+    pub relayhost: Option<RelayHost>,
+    /// Protection of the relay connection.
+    pub relayhost_tls: RelayTls,
+    /// Queue only; do not start a delivery pass after submission.
+    pub submit_only: bool,
+    /// Largest accepted message, in bytes.
+    pub max_message_size: u64,
+    /// The secrets file (relay credentials).
+    pub secrets_file: PathBuf,
+    /// Redirections for bare local names (`root`, and `default`).
+    pub aliases: BTreeMap<String, String>,
+    /// Nameservers to ask instead of the system's resolv.conf.
+    pub nameservers: Vec<SocketAddr>,
+    /// Extra trusted root certificates (PEM), beside the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Destination port for MX delivery.
+    pub smtp_port: u16,
+    /// Local address for outgoing connections.
+    pub bind_address: Option<IpAddr>,
+    /// Address families for outgoing connections.
+    pub ip_family: IpFamily,
+    /// Time allowed to establish a TCP connection.
+    pub connect_timeout: Duration,
+    /// Time allowed for each SMTP reply (RFC 5321 §4.5.3.2 asks for minutes).
+    pub command_timeout: Duration,
+    /// First retry interval after a temporary failure.
+    pub retry_min: Duration,
+    /// Longest retry interval.
+    pub retry_max: Duration,
+}
+
+impl Config {
+    /// Loads the configuration from an explicit path (which must exist) or
+    /// from the default path (which may be missing).
+    pub fn load(explicit: Option<&Path>) -> Result<Self, ConfigError> {
+        match explicit {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Self::from_toml(&text, Some(path))
+            }
+            None => match std::fs::read_to_string(DEFAULT_CONFIG) {
+                Ok(text) => Self::from_toml(&text, Some(Path::new(DEFAULT_CONFIG))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::from_toml("", None),
+                Err(source) => Err(ConfigError::Read {
+                    path: DEFAULT_CONFIG.into(),
+                    source,
+                }),
+            },
+        }
+    }
+
+    /// Parses configuration text; `path` is used in error messages.
+    pub fn from_toml(text: &str, path: Option<&Path>) -> Result<Self, ConfigError> {
+        let shown = path.map_or_else(|| PathBuf::from("(built-in defaults)"), Path::to_owned);
+        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            line: e.span().map_or(1, |s| line_of(text, s.start)),
+            message: e.message().trim().to_owned(),
+            path: shown.clone(),
+        })?;
+        Self::resolve(file, path, &shown)
+    }
+
+    fn resolve(file: FileConfig, path: Option<&Path>, shown: &Path) -> Result<Self, ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: shown.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        let hostname = match file.hostname {
+            Some(h) => normalise_domain(&h).map_err(|m| invalid("hostname", m))?,
+            None => system_hostname(),
+        };
+        let domain = match file.domain {
+            Some(d) => normalise_domain(&d).map_err(|m| invalid("domain", m))?,
+            None => hostname.clone(),
+        };
+        let relayhost = file
+            .relayhost
+            .as_deref()
+            .map(parse_relayhost)
+            .transpose()
+            .map_err(|m| invalid("relayhost", m))?;
+        let nameservers = file
+            .dns
+            .nameservers
+            .iter()
+            .map(|s| parse_nameserver(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|m| invalid("dns.nameservers", m))?;
+        if let Some(ca) = &file.tls.ca_file {
+            if !ca.is_file() {
+                return Err(invalid(
+                    "tls.ca_file",
+                    format!("{} is not a file", ca.display()),
+                ));
+            }
+        }
+        let retry_min = Duration::from_secs(file.queue.retry_min.unwrap_or(300));
+        let retry_max = Duration::from_secs(file.queue.retry_max.unwrap_or(4 * 3600));
+        if retry_min.is_zero() || retry_max < retry_min {
+            return Err(invalid(
+                "queue.retry_max",
+                "must be at least queue.retry_min, which must be over 0".into(),
+            ));
+        }
+        Ok(Self {
+            source: path.map(Path::to_owned),
+            queue_dir: file.queue_dir,
+            hostname,
+            domain,
+            relayhost,
+            relayhost_tls: file.relayhost_tls,
+            submit_only: file.submit_only,
+            max_message_size: file.max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE_SIZE),
+            secrets_file: file.secrets_file.unwrap_or_else(|| DEFAULT_SECRETS.into()),
+            aliases: file.aliases,
+            nameservers,
+            ca_file: file.tls.ca_file,
+            smtp_port: file.smtp.port.unwrap_or(25),
+            bind_address: file.smtp.bind_address,
+            ip_family: file.smtp.ip_family,
+            connect_timeout: Duration::from_secs(file.smtp.connect_timeout.unwrap_or(30)),
+            command_timeout: Duration::from_secs(file.smtp.command_timeout.unwrap_or(300)),
+            retry_min,
+            retry_max,
+        })
+    }
+}
+
+/// The 1-based line number of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Lower-cases a domain and converts it to A-labels (RFC 5890).
+pub fn normalise_domain(name: &str) -> Result<String, String> {
+    let trimmed = name.trim().trim_end_matches('.');
+    if trimmed.is_empty() {
+        return Err("empty domain name".into());
+    }
+    idna::domain_to_ascii(trimmed).map_err(|_| format!("{name:?} is not a valid domain name"))
+}
+
+/// The machine's name, as the kernel reports it (falls back to `localhost`).
+fn system_hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .and_then(|h| normalise_domain(&h).ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Parses `[host]:port`, `[host]`, `host:port` or `host` as Postfix's
+/// `relayhost` does: brackets turn off the MX lookup.
+fn parse_relayhost(value: &str) -> Result<RelayHost, String> {
+    let value = value.trim();
+    let (host, rest, mx_lookup) = if let Some(inner) = value.strip_prefix('[') {
+        let end = inner
+            .find(']')
+            .ok_or_else(|| format!("{value:?}: missing ']'"))?;
+        (&inner[..end], &inner[end + 1..], false)
+    } else {
+        let host_end = value.rfind(':').unwrap_or(value.len());
+        (&value[..host_end], &value[host_end..], true)
+    };
+    let port = match rest.strip_prefix(':') {
+        Some(p) => p
+            .parse::<u16>()
+            .map_err(|_| format!("{value:?}: bad port {p:?}"))?,
+        None if rest.is_empty() => 25,
+        None => return Err(format!("{value:?}: unexpected {rest:?} after the host")),
+    };
+    if host.is_empty() {
+        return Err(format!("{value:?}: empty host"));
+    }
+    let host = if host.parse::<IpAddr>().is_ok() {
+        host.to_owned()
+    } else {
+        normalise_domain(host)?
+    };
+    Ok(RelayHost {
+        host,
+        port,
+        mx_lookup,
+    })
+}
+
+/// Parses `IP` or `IP:port` (`[v6]:port` for IPv6); the port defaults to 53.
+fn parse_nameserver(value: &str) -> Result<SocketAddr, String> {
+    if let Ok(sa) = value.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    value
+        .parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| format!("{value:?} is not IP or IP:port"))
+}
+
+/// Credentials for the relay, from the secrets file.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Secrets {
+    /// User name for AUTH at the relay.
+    pub relay_user: Option<String>,
+    /// Password for AUTH at the relay.
+    pub relay_password: Option<String>,
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Secrets")
+            .field("relay_user", &self.relay_user)
+            .field(
+                "relay_password",
+                &self.relay_password.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+impl Secrets {
+    /// Reads the secrets file; a missing file means no credentials. The file
+    /// must not be readable by group or others.
+    pub fn load(path: &Path) -> Result<Option<Self>, ConfigError> {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(ConfigError::SecretsPermissions {
+                path: path.to_owned(),
+                mode,
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text)
+            .map(Some)
+            .map_err(|e| ConfigError::Parse {
+                line: e.span().map_or(1, |s| line_of(&text, s.start)),
+                message: e.message().trim().to_owned(),
+                path: path.to_owned(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::from_toml("", None).unwrap();
+        assert_eq!(c.smtp_port, 25);
+        assert_eq!(c.max_message_size, DEFAULT_MAX_MESSAGE_SIZE);
+        assert_eq!(c.domain, c.hostname);
+        assert!(c.relayhost.is_none());
+        assert!(!c.submit_only);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let text = "hostname = \"a.example.org\"\n\n[smtp]\nprot = 25\n";
+        let e = Config::from_toml(text, Some(Path::new("/x.toml"))).unwrap_err();
+        let shown = e.to_string();
+        assert!(shown.starts_with("/x.toml: line 4:"), "{shown}");
+        assert!(shown.contains("prot"), "{shown}");
+    }
+
+    #[test]
+    fn bad_value_type_is_an_error() {
+        let e = Config::from_toml("submit_only = \"maybe\"\n", None).unwrap_err();
+        assert!(e.to_string().contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn relayhost_forms() {
+        let r = parse_relayhost("[smtp.example.org]:587").unwrap();
+        assert_eq!(
+            (r.host.as_str(), r.port, r.mx_lookup),
+            ("smtp.example.org", 587, false)
+        );
+        let r = parse_relayhost("[192.0.2.1]").unwrap();
+        assert_eq!(
+            (r.host.as_str(), r.port, r.mx_lookup),
+            ("192.0.2.1", 25, false)
+        );
+        let r = parse_relayhost("Example.ORG").unwrap();
+        assert_eq!(
+            (r.host.as_str(), r.port, r.mx_lookup),
+            ("example.org", 25, true)
+        );
+        let r = parse_relayhost("example.org:2525").unwrap();
+        assert_eq!(
+            (r.host.as_str(), r.port, r.mx_lookup),
+            ("example.org", 2525, true)
+        );
+        assert!(parse_relayhost("[x.example.org").is_err());
+        assert!(parse_relayhost("[x.example.org]:99999").is_err());
+    }
+
+    #[test]
+    fn nameservers_parse_with_default_port() {
+        let c = Config::from_toml(
+            "[dns]\nnameservers = [\"127.0.0.1:5353\", \"::1\", \"[::1]:54\"]\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.nameservers[0], "127.0.0.1:5353".parse().unwrap());
+        assert_eq!(c.nameservers[1], "[::1]:53".parse().unwrap());
+        assert_eq!(c.nameservers[2], "[::1]:54".parse().unwrap());
+        assert!(Config::from_toml("[dns]\nnameservers = [\"nope\"]\n", None).is_err());
+    }
+
+    #[test]
+    fn idn_domain_becomes_a_labels() {
+        let c = Config::from_toml("domain = \"Bücher.example\"\n", None).unwrap();
+        assert_eq!(c.domain, "xn--bcher-kva.example");
+    }
+
+    #[test]
+    fn secrets_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("secrets.toml");
+        std::fs::write(&p, "relay_user = \"u\"\nrelay_password = \"p\"\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            Secrets::load(&p),
+            Err(ConfigError::SecretsPermissions { .. })
+        ));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let s = Secrets::load(&p).unwrap().unwrap();
+        assert_eq!(s.relay_password.as_deref(), Some("p"));
+        assert!(!format!("{s:?}").contains("\"p\""));
+        assert!(Secrets::load(&dir.path().join("none")).unwrap().is_none());
+    }
+}
