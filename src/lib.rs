@@ -11,3 +11,4 @@ pub mod config;
 pub mod envelope;
 pub mod exitcode;
 pub mod queue;
+pub mod routing;
