@@ -10,5 +10,6 @@
 pub mod config;
 pub mod envelope;
 pub mod exitcode;
+pub mod logging;
 pub mod queue;
 pub mod routing;
