@@ -10,3 +10,4 @@
 pub mod config;
 pub mod envelope;
 pub mod exitcode;
+pub mod smtp;
