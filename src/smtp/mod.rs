@@ -17,7 +17,16 @@
 
 pub mod command;
 pub mod ehlo;
+pub mod error;
 pub mod reply;
+pub mod session;
+pub mod tls;
 
 pub use ehlo::{parse_ehlo, Capabilities};
+pub use error::{Disposition, ErrorKind, SessionError, Stage};
 pub use reply::{EnhancedCode, Reply, ReplyError, ReplyParser};
+pub use session::{
+    deliver, Delivered, RecipientOutcome, RecipientSpec, SessionConfig, Timeouts, TlsMode,
+    Transaction,
+};
+pub use tls::{CertVerification, PkixVerifier, TlsInfo, VerifyPolicy};
