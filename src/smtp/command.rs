@@ -77,6 +77,10 @@ pub struct MailOptions<'a> {
     pub dsn: &'a DsnRequest,
 }
 
+// LIMITATION: command lines are not checked against the 512-octet limit
+// (RFC 5321 §4.5.3.1.4, raised by extensions such as RFC 3461 §5); a server
+// that refuses an overlong line does so with a reply, reported as usual.
+
 /// Builds `MAIL FROM:<sender> [params]`, adding each parameter only when
 /// the peer announced the extension it belongs to.
 pub fn mail_command(opts: &MailOptions<'_>, caps: &Capabilities) -> String {

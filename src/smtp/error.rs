@@ -69,8 +69,9 @@ pub enum ErrorKind {
     /// Reading from or writing to the connection failed.
     #[error("I/O error: {0}")]
     Io(#[source] io::Error),
-    /// The peer did not answer in time (RFC 5321 §4.5.3.2).
-    #[error("no answer within {}s", .0.as_secs())]
+    /// The peer did not answer, or did not take data, in time (RFC 5321
+    /// §4.5.3.2).
+    #[error("timed out after {}s", .0.as_secs())]
     Timeout(Duration),
     /// The peer answered with a failure or an unexpected reply.
     #[error("server replied {0}")]
@@ -79,7 +80,8 @@ pub enum ErrorKind {
     #[error("protocol violation: {0}")]
     Protocol(#[source] ReplyError),
     /// The peer sent bytes after its 220 reply to STARTTLS, before the
-    /// handshake: they could have been injected (RFC 3207 §5).
+    /// handshake: they could have been injected by an attacker on the path
+    /// (the reply-side form of the STARTTLS injection in RFC 7457 §2.1).
     #[error("protocol violation: data sent after the STARTTLS reply, before TLS")]
     DataAfterStartTls,
     /// The TLS handshake or the TLS layer failed.

@@ -180,7 +180,7 @@ impl ReplyParser {
     /// True when bytes are buffered that do not yet form a complete reply,
     /// or a complete reply is waiting. Used after STARTTLS's 220 reply,
     /// where anything buffered was sent before TLS and must be refused
-    /// (RFC 3207 §5, plaintext injection).
+    /// (RFC 3207 §4.2; the STARTTLS injection of RFC 7457 §2.1).
     pub fn has_buffered(&self) -> bool {
         !self.buf.is_empty() || self.code.is_some()
     }

@@ -7,6 +7,7 @@
 //! runs the dialogue the [`SessionConfig`] and [`Transaction`] describe and
 //! reports what happened.
 
+use std::fmt;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,7 +85,7 @@ impl Default for Timeouts {
 }
 
 /// What the session needs to know about the peer and the local side.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SessionConfig {
     /// Our name for EHLO/HELO.
     pub ehlo_name: String,
@@ -102,6 +103,26 @@ pub struct SessionConfig {
     pub timeouts: Timeouts,
 }
 
+impl fmt::Debug for SessionConfig {
+    /// Shows the user name but never the password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionConfig")
+            .field("ehlo_name", &self.ehlo_name)
+            .field("tls_mode", &self.tls_mode)
+            .field("server_name", &self.server_name)
+            .field("roots", &self.roots.len())
+            .field(
+                "credentials",
+                &self
+                    .credentials
+                    .as_ref()
+                    .map(|(user, _)| (user, "<redacted>")),
+            )
+            .field("timeouts", &self.timeouts)
+            .finish()
+    }
+}
+
 /// One recipient of a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecipientSpec {
@@ -116,7 +137,7 @@ pub struct RecipientSpec {
 }
 
 /// One mail transaction: the envelope and the content.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Transaction<'a> {
     /// The reverse path; empty for the null path `<>`.
     pub sender: &'a str,
@@ -139,6 +160,21 @@ pub struct Transaction<'a> {
     /// verified certificate and on REQUIRETLS in the post-TLS EHLO
     /// (RFC 8689 §4.2.1 steps 3 to 5), and quits otherwise.
     pub requiretls: bool,
+}
+
+impl fmt::Debug for Transaction<'_> {
+    /// Shows the message's size, never its content.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transaction")
+            .field("sender", &self.sender)
+            .field("recipients", &self.recipients)
+            .field("dsn", &self.dsn)
+            .field("message_bytes", &self.message.len())
+            .field("eight_bit", &self.eight_bit)
+            .field("smtputf8", &self.smtputf8)
+            .field("requiretls", &self.requiretls)
+            .finish()
+    }
 }
 
 /// The result of a session that reached the mail transaction.
@@ -212,7 +248,8 @@ fn validate(cfg: &SessionConfig, txn: &Transaction<'_>) -> Result<(), SessionErr
             },
         )
     };
-    if !command::is_safe_for_command(&cfg.ehlo_name) || cfg.ehlo_name.contains(' ') {
+    let name = &cfg.ehlo_name;
+    if name.is_empty() || name.contains(' ') || !command::is_safe_for_command(name) {
         return Err(invalid(Stage::Ehlo, "EHLO name", &cfg.ehlo_name));
     }
     if !command::is_safe_path(txn.sender) {

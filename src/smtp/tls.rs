@@ -62,8 +62,9 @@ pub type VerificationSlot = Arc<Mutex<Option<CertVerification>>>;
 /// accepts or rejects according to its [`VerifyPolicy`].
 #[derive(Debug)]
 pub struct PkixVerifier {
-    /// The webpki verifier; `None` when there are no trust anchors, in
-    /// which case every check fails.
+    /// The webpki verifier; `None` when there are no trust anchors (the
+    /// only way its builder fails without CRLs), in which case every
+    /// check fails.
     pkix: Option<Arc<WebPkiServerVerifier>>,
     provider: Arc<CryptoProvider>,
     policy: VerifyPolicy,

@@ -1319,3 +1319,36 @@ fn display_names_stage_host_and_reply() {
     assert!(err.reply().is_none());
     assert!(!err.is_tls_handshake_failure());
 }
+
+#[test]
+fn debug_output_hides_secrets_and_content() {
+    let mut cfg = config(TlsMode::RequiredVerified);
+    cfg.credentials = Some(("relay-user".to_owned(), "hunter2-secret".to_owned()));
+    let shown = format!("{cfg:?}");
+    assert!(shown.contains("relay-user"));
+    assert!(!shown.contains("hunter2-secret"));
+    let dsn = DsnRequest::default();
+    let txn = transaction(&dsn, &["b@example.org"]);
+    let shown = format!("{txn:?}");
+    assert!(shown.contains(&format!("message_bytes: {}", MESSAGE.len())));
+    // No byte dump of the message ("From" is 70, 114, 111, 109).
+    assert!(!shown.contains("70, 114, 111, 109"));
+}
+
+#[tokio::test]
+async fn empty_ehlo_name_is_refused() {
+    let mut cfg = config(TlsMode::Plaintext);
+    cfg.ehlo_name = String::new();
+    let dsn = DsnRequest::default();
+    let txn = transaction(&dsn, &["b@example.org"]);
+    let (result, t) = run(Script::default(), &cfg, &txn).await;
+    let err = result.unwrap_err();
+    assert!(matches!(
+        err.kind,
+        ErrorKind::InvalidEnvelope {
+            field: "EHLO name",
+            ..
+        }
+    ));
+    assert!(t.lines.is_empty());
+}
