@@ -13,3 +13,4 @@ pub mod exitcode;
 pub mod logging;
 pub mod queue;
 pub mod routing;
+pub mod smtp;

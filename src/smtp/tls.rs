@@ -1,0 +1,235 @@
+//! TLS for the SMTP client: the per-session rustls configuration, the
+//! certificate verifier that records its verdict, and what is reported
+//! about a negotiated TLS session.
+//!
+//! Opportunistic STARTTLS (RFC 3207, RFC 7435) encrypts even when the
+//! certificate does not verify, so the verifier has two duties: run the
+//! PKIX check (RFC 5280 path validation, RFC 6125 name match against the
+//! configured server name) and remember the outcome, and reject the
+//! handshake on failure only when the session's policy demands it.
+//! Handshake signatures are always checked, whatever the policy.
+//!
+//! DANE (RFC 7672) will be another verifier beside [`PkixVerifier`].
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+/// The outcome of the certificate check for one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertVerification {
+    /// The chain verified to a trusted root and matched the server name.
+    Verified,
+    /// The check failed; the reason comes from the PKIX verifier.
+    Failed(String),
+    /// No check was made (the policy did not ask for one).
+    NotChecked,
+}
+
+/// What was negotiated on a TLS session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// Protocol version, as `TLSv1.2` or `TLSv1.3`.
+    pub version: String,
+    /// Cipher suite, by its IANA name (`TLS13_AES_256_GCM_SHA384`).
+    pub cipher: String,
+    /// How the certificate check went.
+    pub verification: CertVerification,
+    /// The certificate chain the server sent, end entity first.
+    pub peer_certificates: Vec<CertificateDer<'static>>,
+}
+
+/// What the verifier does with a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyPolicy {
+    /// Check and record; accept the certificate even when the check fails.
+    RecordOnly,
+    /// Check, record, and fail the handshake when the check fails.
+    Enforce,
+    /// Do not check; record [`CertVerification::NotChecked`].
+    Skip,
+}
+
+/// Where the verifier leaves its verdict, to be read after the handshake.
+pub type VerificationSlot = Arc<Mutex<Option<CertVerification>>>;
+
+/// A rustls certificate verifier that runs webpki PKIX validation against
+/// a fixed server name, records the outcome in a [`VerificationSlot`], and
+/// accepts or rejects according to its [`VerifyPolicy`].
+#[derive(Debug)]
+pub struct PkixVerifier {
+    /// The webpki verifier; `None` when there are no trust anchors (the
+    /// only way its builder fails without CRLs), in which case every
+    /// check fails.
+    pkix: Option<Arc<WebPkiServerVerifier>>,
+    provider: Arc<CryptoProvider>,
+    policy: VerifyPolicy,
+    slot: VerificationSlot,
+}
+
+impl PkixVerifier {
+    /// A verifier trusting `roots`, using `provider` for signatures.
+    pub fn new(
+        roots: Arc<RootCertStore>,
+        provider: Arc<CryptoProvider>,
+        policy: VerifyPolicy,
+    ) -> Self {
+        let pkix = if roots.is_empty() {
+            None
+        } else {
+            WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                .build()
+                .ok()
+        };
+        Self {
+            pkix,
+            provider,
+            policy,
+            slot: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The slot the verdict is written to.
+    pub fn slot(&self) -> VerificationSlot {
+        self.slot.clone()
+    }
+
+    fn record(&self, outcome: CertVerification) {
+        *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(outcome);
+    }
+
+    fn check(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<(), rustls::Error> {
+        let Some(pkix) = &self.pkix else {
+            return Err(rustls::Error::General("no trust anchors configured".into()));
+        };
+        pkix.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            .map(|_| ())
+    }
+}
+
+impl ServerCertVerifier for PkixVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if self.policy == VerifyPolicy::Skip {
+            self.record(CertVerification::NotChecked);
+            return Ok(ServerCertVerified::assertion());
+        }
+        match self.check(end_entity, intermediates, server_name, ocsp_response, now) {
+            Ok(()) => {
+                self.record(CertVerification::Verified);
+                Ok(ServerCertVerified::assertion())
+            }
+            Err(err) => {
+                self.record(CertVerification::Failed(err.to_string()));
+                match self.policy {
+                    VerifyPolicy::Enforce => Err(err),
+                    VerifyPolicy::RecordOnly | VerifyPolicy::Skip => {
+                        Ok(ServerCertVerified::assertion())
+                    }
+                }
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Builds a client configuration for one session: the ring provider (never
+/// the process default), TLS 1.2 and 1.3 only (RFC 8689 §4.2.1 and
+/// RFC 9325 §3.1 ask for TLS 1.2 or later), and a [`PkixVerifier`].
+/// Returns the configuration and the slot holding the verifier's verdict.
+pub fn client_config(
+    roots: Arc<RootCertStore>,
+    policy: VerifyPolicy,
+) -> Result<(Arc<ClientConfig>, VerificationSlot), rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = PkixVerifier::new(roots, provider.clone(), policy);
+    let slot = verifier.slot();
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    Ok((Arc::new(config), slot))
+}
+
+/// Reads the negotiated parameters from an established client connection.
+pub fn tls_info(conn: &rustls::ClientConnection, verification: CertVerification) -> TlsInfo {
+    let version = match conn.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_owned(),
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_owned(),
+        Some(other) => format!("{other:?}"),
+        None => "unknown".to_owned(),
+    };
+    let cipher = conn
+        .negotiated_cipher_suite()
+        .map_or_else(|| "unknown".to_owned(), |s| format!("{:?}", s.suite()));
+    let peer_certificates = conn
+        .peer_certificates()
+        .map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect())
+        .unwrap_or_default();
+    TlsInfo {
+        version,
+        cipher,
+        verification,
+        peer_certificates,
+    }
+}
+
+/// Takes the verdict out of the slot; `NotChecked` when the verifier never
+/// ran (a resumed session).
+pub fn take_verdict(slot: &VerificationSlot) -> CertVerification {
+    slot.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+        .unwrap_or(CertVerification::NotChecked)
+}
