@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod delivery;
 pub mod envelope;
 pub mod exitcode;
 pub mod logging;
