@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod envelope;
@@ -15,3 +16,4 @@ pub mod logging;
 pub mod queue;
 pub mod routing;
 pub mod smtp;
+pub mod submission;

@@ -1,0 +1,173 @@
+//! The command line: `smarthost <command>`, and the `sendmail`, `mailq` and
+//! `newaliases` personalities chosen by the program name.
+//!
+//! Each command returns a sysexits status; nothing here panics on bad
+//! input. The `sendmail` interface has its own parser
+//! ([`crate::submission::args`]) because its option syntax is sendmail's,
+//! not clap's.
+
+mod queue_cmd;
+mod sendmail;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::exitcode;
+
+/// Outbound-only mail delivery agent with REQUIRETLS, DANE and PKIX.
+#[derive(Debug, Parser)]
+#[command(name = "smarthost", version, about)]
+struct Cli {
+    /// Configuration file (default /etc/smarthost/smarthost.toml, or
+    /// $SMARTHOST_CONFIG).
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Submit a message read from standard input (sendmail-compatible
+    /// options; `smarthost sendmail -t < message`).
+    #[command(disable_help_flag = true)]
+    Sendmail {
+        /// sendmail options and recipients.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// List the queue (same as `queue list` and `sendmail -bp`).
+    Mailq,
+    /// Queue administration and delivery runs.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum QueueCommand {
+    /// List queued messages with each recipient's state and last result.
+    List,
+    /// Deliver due messages once, then exit (what cron runs).
+    Run {
+        /// Attempt every queued message now, due or not.
+        #[arg(long)]
+        all: bool,
+        /// Attempt only this queue id (may be repeated).
+        #[arg(long = "id", value_name = "QUEUE_ID")]
+        ids: Vec<String>,
+        /// Attempt only messages with recipients in this domain (may be repeated).
+        #[arg(long = "domain", value_name = "DOMAIN")]
+        domains: Vec<String>,
+        /// Log to the journal (or the queue's log file) instead of stderr;
+        /// used for the pass started after a submission.
+        #[arg(long, hide = true)]
+        detached: bool,
+    },
+    /// Show everything stored about one message.
+    Show {
+        /// The queue id.
+        id: String,
+    },
+    /// Create the queue directory with the permissions of a system install.
+    Init {
+        /// Group that may write the maildrop (through a setgid
+        /// `smarthost`); without it the maildrop is world-writable and sticky.
+        #[arg(long)]
+        group: Option<String>,
+    },
+}
+
+/// Runs the program; returns the exit status.
+pub fn main(args: Vec<OsString>) -> i32 {
+    let program = args
+        .first()
+        .map(|a| {
+            Path::new(a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .unwrap_or_default();
+    let rest = args.get(1..).unwrap_or_default().to_vec();
+    match program.as_str() {
+        "sendmail" | "send-mail" => sendmail::main(&rest),
+        "mailq" => {
+            if !rest.is_empty() {
+                eprintln!("mailq: takes no arguments");
+                return exitcode::USAGE;
+            }
+            with_config(None, queue_cmd::list)
+        }
+        "newaliases" => sendmail::newaliases(),
+        _ => main_cli(args),
+    }
+}
+
+fn main_cli(args: Vec<OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exitcode::USAGE
+            } else {
+                exitcode::OK
+            };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let config = cli.config.as_deref();
+    match cli.command {
+        Command::Sendmail { mut args } => {
+            if let Some(path) = config {
+                args.splice(0..0, [OsString::from("-C"), path.into()]);
+            }
+            sendmail::main(&args)
+        }
+        Command::Mailq | Command::Queue(QueueCommand::List) => with_config(config, queue_cmd::list),
+        Command::Queue(QueueCommand::Show { id }) => {
+            with_config(config, |c| queue_cmd::show(c, &id))
+        }
+        Command::Queue(QueueCommand::Init { group }) => {
+            with_config(config, |c| queue_cmd::init(c, group.as_deref()))
+        }
+        Command::Queue(QueueCommand::Run {
+            all,
+            ids,
+            domains,
+            detached,
+        }) => {
+            let options = crate::delivery::run::RunOptions { all, ids, domains };
+            with_config(config, |c| queue_cmd::run(c, &options, detached))
+        }
+    }
+}
+
+/// Loads the configuration (explicit path, else `$SMARTHOST_CONFIG`, else
+/// the default file) and runs `f` with it; a bad configuration is EX_CONFIG.
+fn with_config(explicit: Option<&Path>, f: impl FnOnce(&Config) -> i32) -> i32 {
+    match load_config(explicit) {
+        Ok(config) => f(&config),
+        Err(e) => {
+            eprintln!("smarthost: {e}");
+            exitcode::CONFIG
+        }
+    }
+}
+
+/// The configuration file to read: an explicit path, else
+/// `$SMARTHOST_CONFIG`, else the default.
+fn config_path(explicit: Option<&Path>) -> Option<PathBuf> {
+    explicit.map(Path::to_owned).or_else(|| {
+        std::env::var_os("SMARTHOST_CONFIG")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
+}
+
+fn load_config(explicit: Option<&Path>) -> Result<Config, crate::config::ConfigError> {
+    Config::load(config_path(explicit).as_deref())
+}
