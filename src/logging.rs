@@ -5,6 +5,7 @@
 //! The level comes from `SMARTHOST_LOG` (a `tracing` filter such as `debug`
 //! or `smarthost=trace`), default `info`.
 
+use std::io::IsTerminal;
 use std::path::Path;
 
 use tracing_subscriber::layer::SubscriberExt;
@@ -34,6 +35,7 @@ pub fn init(target: LogTarget, default_level: &str, queue_dir: Option<&Path>) {
                 .with(
                     tracing_subscriber::fmt::layer()
                         .with_writer(std::io::stderr)
+                        .with_ansi(std::io::stderr().is_terminal())
                         .with_target(false),
                 )
                 .try_init();
@@ -66,7 +68,11 @@ pub fn init(target: LogTarget, default_level: &str, queue_dir: Option<&Path>) {
                 }
                 None => {
                     let _ = registry
-                        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+                        .with(
+                            tracing_subscriber::fmt::layer()
+                                .with_writer(std::io::stderr)
+                                .with_ansi(false),
+                        )
                         .try_init();
                 }
             }
