@@ -51,10 +51,12 @@ pub(super) fn main(args: &[OsString]) -> i32 {
         }
         Mode::NewAliases => newaliases(),
         Mode::SmtpStdin => {
+            drain_stdin();
             eprintln!("sendmail: -bs (SMTP on standard input) is not available in this version of smarthost");
             exitcode::USAGE
         }
         Mode::Unsupported(mode) => {
+            drain_stdin();
             eprintln!("sendmail: {mode}: smarthost is an outbound-only delivery agent and has no such mode; nothing was sent");
             exitcode::USAGE
         }
@@ -88,8 +90,13 @@ fn running_setgid() -> bool {
     nix::unistd::getegid() != nix::unistd::getgid()
 }
 
-/// Reads and discards the rest of standard input.
+/// Reads and discards the rest of standard input, unless it is a terminal
+/// (where nobody is waiting to write more).
 fn drain_stdin() {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        return;
+    }
     let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
 }
 

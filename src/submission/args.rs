@@ -101,6 +101,9 @@ pub enum ArgsError {
     /// An option letter sendmail does not have.
     #[error("unknown option -{0}")]
     UnknownOption(char),
+    /// A long option; the sendmail interface has none of them.
+    #[error("unknown option {0}")]
+    UnknownLongOption(String),
     /// An option that needs a value came last.
     #[error("option -{0} needs a value")]
     MissingValue(char),
@@ -157,6 +160,9 @@ pub fn parse_sendmail_args(words: &[OsString]) -> Result<SendmailArgs, ArgsError
         i += 1;
         if word == "--" {
             break;
+        }
+        if word.starts_with("--") {
+            return Err(ArgsError::UnknownLongOption(word.clone()));
         }
         let Some(letters) = word.strip_prefix('-').filter(|l| !l.is_empty()) else {
             // The first recipient ends the options.
@@ -484,6 +490,10 @@ mod tests {
     #[test]
     fn usage_errors() {
         assert_eq!(parse(&["-Z"]), Err(ArgsError::UnknownOption('Z')));
+        assert_eq!(
+            parse(&["--help"]),
+            Err(ArgsError::UnknownLongOption("--help".into()))
+        );
         assert_eq!(parse(&["-i", "-f"]), Err(ArgsError::MissingValue('f')));
         assert!(matches!(
             parse(&["-N", "sometimes"]),
