@@ -74,12 +74,14 @@ impl TestEnv {
     }
 
     /// A command running the binary with `args`, the test configuration in
-    /// `SMARTHOST_CONFIG`, `RUST_LOG` removed and the directory as cwd.
+    /// `SMARTHOST_CONFIG`, `RUST_LOG` and `SMARTHOST_LOG` removed (so the
+    /// default `info` level applies) and the directory as cwd.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_smarthost"));
         cmd.args(args)
             .env("SMARTHOST_CONFIG", &self.config_path)
             .env_remove("RUST_LOG")
+            .env_remove("SMARTHOST_LOG")
             .current_dir(self.dir.path());
         cmd
     }
@@ -135,7 +137,7 @@ fn sets_queue_dir(toml: &str) -> bool {
 }
 
 /// A TOML basic string holding `s`.
-fn toml_string(s: &str) -> String {
+pub fn toml_string(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {

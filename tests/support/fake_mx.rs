@@ -2,9 +2,11 @@
 //!
 //! It speaks enough of RFC 5321 for a delivery client (greeting, EHLO/HELO,
 //! MAIL, RCPT, DATA, RSET, NOOP, QUIT), offers STARTTLS (RFC 3207) when given
-//! a certificate, accepts pipelined commands (RFC 2920), and records every
-//! command and every completed transaction so that tests can assert on what
-//! the client sent. Replies can be overridden per command and per recipient.
+//! a certificate or speaks TLS from the first byte (RFC 8314 §3), offers
+//! AUTH PLAIN and LOGIN (RFC 4954, RFC 4616) when given credentials, accepts
+//! pipelined commands (RFC 2920), and records every command and every
+//! completed transaction so that tests can assert on what the client sent.
+//! Replies can be overridden per command and per recipient.
 //!
 //! The server runs on the shared test runtime; the API is blocking.
 
@@ -15,6 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use rustls::ServerConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -74,6 +77,14 @@ impl Reply {
     }
 }
 
+/// Credentials the server accepts, and the SASL mechanisms it offers.
+#[derive(Clone, Debug)]
+struct AuthSettings {
+    user: String,
+    password: String,
+    mechanisms: Vec<String>,
+}
+
 /// Configures and starts a [`FakeMx`]; obtain it with [`FakeMx::builder`].
 #[derive(Clone)]
 pub struct FakeMxBuilder {
@@ -81,6 +92,8 @@ pub struct FakeMxBuilder {
     port: u16,
     hostname: String,
     tls: Option<CertifiedKey>,
+    implicit_tls: bool,
+    auth: Option<AuthSettings>,
     extensions: Vec<String>,
     requiretls: bool,
     greeting: Option<Reply>,
@@ -89,6 +102,7 @@ pub struct FakeMxBuilder {
     rcpt_replies: HashMap<String, Reply>,
     data_reply: Reply,
     data_delay: Duration,
+    data_delay_sessions: Option<usize>,
 }
 
 impl FakeMxBuilder {
@@ -118,6 +132,41 @@ impl FakeMxBuilder {
     /// offer it.
     pub fn starttls(mut self, cert: Option<CertifiedKey>) -> Self {
         self.tls = cert;
+        self.implicit_tls = false;
+        self
+    }
+
+    /// Speaks TLS from the first byte with this certificate, as a
+    /// submissions port does (RFC 8314 §3): the handshake comes before the
+    /// greeting, and STARTTLS is not offered. A client that starts in
+    /// plaintext fails the handshake (counted in [`FakeMx::tls_failures`]).
+    pub fn implicit_tls(mut self, cert: CertifiedKey) -> Self {
+        self.tls = Some(cert);
+        self.implicit_tls = true;
+        self
+    }
+
+    /// Offers `AUTH PLAIN LOGIN` (RFC 4954) in every EHLO reply, encrypted
+    /// or not, accepts only `user` with `password`, and refuses MAIL with
+    /// 530 until the session has authenticated.
+    pub fn auth(mut self, user: &str, password: &str) -> Self {
+        self.auth = Some(AuthSettings {
+            user: user.to_string(),
+            password: password.to_string(),
+            mechanisms: vec!["PLAIN".to_string(), "LOGIN".to_string()],
+        });
+        self
+    }
+
+    /// Replaces the offered SASL mechanisms (after [`FakeMxBuilder::auth`]);
+    /// only PLAIN and LOGIN are implemented, any other one is advertised but
+    /// answered with 504.
+    pub fn auth_mechanisms(mut self, mechanisms: &[&str]) -> Self {
+        let auth = self
+            .auth
+            .as_mut()
+            .expect("call auth() before auth_mechanisms()");
+        auth.mechanisms = mechanisms.iter().map(|m| m.to_ascii_uppercase()).collect();
         self
     }
 
@@ -167,6 +216,15 @@ impl FakeMxBuilder {
     /// Waits this long before answering the end-of-data dot.
     pub fn delay_data_reply(mut self, delay: Duration) -> Self {
         self.data_delay = delay;
+        self.data_delay_sessions = None;
+        self
+    }
+
+    /// Waits this long before answering the end-of-data dot, but only in
+    /// the first `n` sessions; later sessions answer at once.
+    pub fn delay_data_reply_in_first_sessions(mut self, n: usize, delay: Duration) -> Self {
+        self.data_delay = delay;
+        self.data_delay_sessions = Some(n);
         self
     }
 
@@ -216,6 +274,13 @@ pub struct ReceivedMessage {
     /// Message content with dot-stuffing removed, line endings as sent,
     /// without the final `.` line.
     pub data: Vec<u8>,
+    /// The content exactly as it came over the wire: still dot-stuffed
+    /// (RFC 5321 §4.5.2), without the final `.` line.
+    pub raw_data: Vec<u8>,
+    /// The user name the session authenticated as, if it did.
+    pub auth_user: Option<String>,
+    /// The client's address and port.
+    pub peer: SocketAddr,
     /// Negotiated TLS version (e.g. `TLSv1_3`), `None` for plaintext.
     pub tls: Option<String>,
     /// How many EHLO/HELO commands the session had seen so far.
@@ -258,6 +323,7 @@ struct Shared {
     sessions: AtomicUsize,
     open: AtomicUsize,
     tls_failures: AtomicUsize,
+    auth_failures: AtomicUsize,
 }
 
 impl Shared {
@@ -289,6 +355,8 @@ impl FakeMx {
             port: 0,
             hostname: "mx.example.org".to_string(),
             tls: None,
+            implicit_tls: false,
+            auth: None,
             extensions: [
                 "PIPELINING",
                 "8BITMIME",
@@ -307,6 +375,7 @@ impl FakeMx {
             rcpt_replies: HashMap::new(),
             data_reply: Reply::new(250, "2.0.0 Queued"),
             data_delay: Duration::ZERO,
+            data_delay_sessions: None,
         }
     }
 
@@ -357,10 +426,68 @@ impl FakeMx {
         self.shared.open.load(Ordering::SeqCst)
     }
 
-    /// STARTTLS handshakes that failed (for example because the client
-    /// rejected the certificate).
+    /// TLS handshakes that failed (for example because the client
+    /// rejected the certificate, or spoke plaintext to an implicit-TLS
+    /// server).
     pub fn tls_failures(&self) -> usize {
         self.shared.tls_failures.load(Ordering::SeqCst)
+    }
+
+    /// AUTH exchanges that ended in 535 (wrong credentials).
+    pub fn auth_failures(&self) -> usize {
+        self.shared.auth_failures.load(Ordering::SeqCst)
+    }
+
+    /// Waits until a command line starting with `prefix` (compared
+    /// case-insensitively) has arrived and returns it.
+    ///
+    /// # Panics
+    /// When `timeout` passes first.
+    pub fn wait_for_command(&self, prefix: &str, timeout: Duration) -> CommandRecord {
+        let deadline = Instant::now() + timeout;
+        let matches = |c: &CommandRecord| {
+            c.line
+                .get(..prefix.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+        };
+        let mut records = self.lock();
+        loop {
+            if let Some(found) = records.commands.iter().find(|c| matches(c)) {
+                return found.clone();
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let commands: Vec<&str> = records.commands.iter().map(|c| &*c.line).collect();
+                panic!(
+                    "fake MX {} saw no {prefix:?} command within {timeout:?}; commands: {commands:?}",
+                    self.addr
+                );
+            }
+            records = self
+                .shared
+                .changed
+                .wait_timeout(records, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Waits until no session is open (the client has quit and the server
+    /// side has finished), so that a test can check for leaked connections.
+    ///
+    /// # Panics
+    /// When sessions are still open after `timeout`.
+    pub fn assert_no_open_sessions(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.open_sessions() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "fake MX {} still has {} open session(s) after {timeout:?}",
+                self.addr,
+                self.open_sessions()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Records> {
@@ -382,7 +509,7 @@ async fn accept_loop(listener: TcpListener, config: Arc<ServerSettings>, shared:
     let mut sessions = JoinSet::new();
     loop {
         while sessions.try_join_next().is_some() {}
-        let Ok((stream, _peer)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             // Out of descriptors or similar: back off instead of spinning.
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
@@ -390,7 +517,7 @@ async fn accept_loop(listener: TcpListener, config: Arc<ServerSettings>, shared:
         let number = shared.sessions.fetch_add(1, Ordering::SeqCst);
         shared.open.fetch_add(1, Ordering::SeqCst);
         let guard = OpenGuard(shared.clone());
-        let session = Session::new(number, config.clone(), shared.clone(), stream);
+        let session = Session::new(number, config.clone(), shared.clone(), stream, peer);
         sessions.spawn(async move {
             let _guard = guard;
             // A client that disconnects mid-session is normal in tests.
@@ -496,7 +623,9 @@ struct Session {
     config: Arc<ServerSettings>,
     shared: Arc<Shared>,
     conn: Conn,
+    peer: SocketAddr,
     helo: Option<String>,
+    auth_user: Option<String>,
     ehlo_count: usize,
     tls: Option<String>,
     mail: Option<(String, Vec<String>)>,
@@ -509,6 +638,7 @@ impl Session {
         config: Arc<ServerSettings>,
         shared: Arc<Shared>,
         stream: TcpStream,
+        peer: SocketAddr,
     ) -> Self {
         Self {
             number,
@@ -518,7 +648,9 @@ impl Session {
                 stream: Stream::Plain(stream),
                 buf: Vec::new(),
             },
+            peer,
             helo: None,
+            auth_user: None,
             ehlo_count: 0,
             tls: None,
             mail: None,
@@ -531,6 +663,20 @@ impl Session {
     }
 
     async fn run(mut self) -> io::Result<()> {
+        if self.settings().implicit_tls {
+            let acceptor = self
+                .config
+                .acceptor
+                .clone()
+                .expect("implicit TLS has a certificate");
+            match self.conn.start_tls(&acceptor).await {
+                Ok(version) => self.tls = Some(version),
+                Err(e) => {
+                    self.shared.tls_failures.fetch_add(1, Ordering::SeqCst);
+                    return Err(e);
+                }
+            }
+        }
         let greeting = self.greeting();
         self.conn.write(&greeting.wire()).await?;
         if greeting.code == 421 {
@@ -541,14 +687,7 @@ impl Session {
             let line = String::from_utf8_lossy(&raw)
                 .trim_end_matches(['\r', '\n'])
                 .to_string();
-            let (tls, session) = (self.conn.is_tls(), self.number);
-            self.shared.record(|r| {
-                r.commands.push(CommandRecord {
-                    session,
-                    tls,
-                    line: line.clone(),
-                })
-            });
+            self.record_command(&line);
             let next = if refused {
                 self.refused(&line).await?
             } else {
@@ -559,6 +698,17 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    fn record_command(&self, line: &str) {
+        let (tls, session) = (self.conn.is_tls(), self.number);
+        self.shared.record(|r| {
+            r.commands.push(CommandRecord {
+                session,
+                tls,
+                line: line.to_string(),
+            })
+        });
     }
 
     fn greeting(&self) -> Reply {
@@ -589,6 +739,7 @@ impl Session {
         match verb.as_str() {
             "EHLO" | "HELO" => self.hello(verb == "EHLO", arg).await?,
             "STARTTLS" => return self.starttls().await,
+            "AUTH" => self.authenticate(arg).await?,
             "MAIL" => self.mail(line).await?,
             "RCPT" => self.rcpt(line).await?,
             "DATA" => self.data().await?,
@@ -633,6 +784,9 @@ impl Session {
         if self.settings().requiretls && self.conn.is_tls() {
             lines.push("REQUIRETLS".to_string());
         }
+        if let Some(auth) = &self.settings().auth {
+            lines.push(format!("AUTH {}", auth.mechanisms.join(" ")));
+        }
         if self.config.acceptor.is_some() && !self.conn.is_tls() {
             lines.push("STARTTLS".to_string());
         }
@@ -662,6 +816,7 @@ impl Session {
             Ok(version) => {
                 self.tls = Some(version);
                 self.helo = None;
+                self.auth_user = None;
                 self.reset();
                 Ok(Next::Continue)
             }
@@ -672,9 +827,108 @@ impl Session {
         }
     }
 
+    /// RFC 4954 §4: `AUTH mechanism [initial-response]`, then 334
+    /// challenges until the client has given what the mechanism needs;
+    /// `*` cancels. PLAIN is RFC 4616 (`authzid NUL authcid NUL passwd`),
+    /// LOGIN the common user-name-then-password exchange.
+    async fn authenticate(&mut self, arg: &str) -> io::Result<()> {
+        let Some(auth) = self.settings().auth.clone() else {
+            return self.conn.write("502 5.5.1 AUTH not offered\r\n").await;
+        };
+        if self.helo.is_none() {
+            return self.conn.write("503 5.5.1 Say EHLO first\r\n").await;
+        }
+        if self.auth_user.is_some() {
+            return self.conn.write("503 5.5.1 Already authenticated\r\n").await;
+        }
+        if self.mail.is_some() {
+            return self
+                .conn
+                .write("503 5.5.1 AUTH not allowed during a transaction\r\n")
+                .await;
+        }
+        let mut words = arg.split_whitespace();
+        let mechanism = words.next().unwrap_or("").to_ascii_uppercase();
+        let initial = words.next().map(str::to_string);
+        if !auth.mechanisms.contains(&mechanism) {
+            return self
+                .conn
+                .write("504 5.5.4 Unrecognized authentication type\r\n")
+                .await;
+        }
+        let credentials = match mechanism.as_str() {
+            "PLAIN" => {
+                let response = match initial {
+                    Some(r) => Some(r),
+                    None => self.challenge("").await?,
+                };
+                response.map(|r| plain_credentials(&r))
+            }
+            "LOGIN" => {
+                let user = match initial {
+                    Some(r) => Some(r),
+                    None => self.challenge("VXNlcm5hbWU6").await?,
+                };
+                let password = match user {
+                    Some(_) => self.challenge("UGFzc3dvcmQ6").await?,
+                    None => None,
+                };
+                user.zip(password)
+                    .map(|(u, p)| decode_text(&u).zip(decode_text(&p)))
+            }
+            // Offered (to see what a client picks) but not implemented.
+            _ => {
+                return self
+                    .conn
+                    .write("504 5.5.4 Mechanism not implemented here\r\n")
+                    .await
+            }
+        };
+        let Some(credentials) = credentials else {
+            return self
+                .conn
+                .write("501 5.7.0 Authentication cancelled\r\n")
+                .await;
+        };
+        match credentials {
+            Some((user, password)) if user == auth.user && password == auth.password => {
+                self.auth_user = Some(user);
+                self.conn
+                    .write("235 2.7.0 Authentication successful\r\n")
+                    .await
+            }
+            _ => {
+                self.shared.auth_failures.fetch_add(1, Ordering::SeqCst);
+                self.conn
+                    .write("535 5.7.8 Authentication credentials invalid\r\n")
+                    .await
+            }
+        }
+    }
+
+    /// Sends a 334 challenge and reads the answer line (recorded like a
+    /// command); `None` when the client cancels with `*`.
+    async fn challenge(&mut self, text: &str) -> io::Result<Option<String>> {
+        self.conn.write(&format!("334 {text}\r\n")).await?;
+        let Some(raw) = self.conn.read_line().await? else {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        };
+        let line = String::from_utf8_lossy(&raw)
+            .trim_end_matches(['\r', '\n'])
+            .to_string();
+        self.record_command(&line);
+        Ok((line != "*").then_some(line))
+    }
+
     async fn mail(&mut self, line: &str) -> io::Result<()> {
         if self.helo.is_none() {
             return self.conn.write("503 5.5.1 Say EHLO first\r\n").await;
+        }
+        if self.settings().auth.is_some() && self.auth_user.is_none() {
+            return self
+                .conn
+                .write("530 5.7.0 Authentication required\r\n")
+                .await;
         }
         if self.mail.is_some() {
             return self.conn.write("503 5.5.1 Nested MAIL\r\n").await;
@@ -727,6 +981,7 @@ impl Session {
             .write("354 Start mail input; end with <CRLF>.<CRLF>\r\n")
             .await?;
         let mut data = Vec::new();
+        let mut raw = Vec::new();
         loop {
             let Some(line) = self.conn.read_line().await? else {
                 return Err(io::ErrorKind::UnexpectedEof.into());
@@ -734,22 +989,24 @@ impl Session {
             if line == b".\r\n" {
                 break;
             }
+            raw.extend_from_slice(&line);
             let unstuffed = line.strip_prefix(b".").unwrap_or(&line);
             data.extend_from_slice(unstuffed);
         }
-        let delay = self.settings().data_delay;
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
+        let s = self.settings();
+        let delayed = s.data_delay_sessions.is_none_or(|n| self.number < n);
+        if delayed && !s.data_delay.is_zero() {
+            tokio::time::sleep(s.data_delay).await;
         }
         let reply = self.settings().data_reply.clone();
         if reply.is_positive() {
-            self.store(data);
+            self.store(data, raw);
         }
         self.reset();
         self.conn.write(&reply.wire()).await
     }
 
-    fn store(&self, data: Vec<u8>) {
+    fn store(&self, data: Vec<u8>, raw_data: Vec<u8>) {
         let Some((mail_from, mail_params)) = self.mail.clone() else {
             return;
         };
@@ -759,6 +1016,9 @@ impl Session {
             mail_params,
             rcpts: self.rcpts.clone(),
             data,
+            raw_data,
+            auth_user: self.auth_user.clone(),
+            peer: self.peer,
             tls: self.tls.clone(),
             ehlo_count: self.ehlo_count,
         };
@@ -790,4 +1050,24 @@ fn parse_path(line: &str, prefix: &str) -> Option<(String, Vec<String>)> {
         .map(str::to_string)
         .collect();
     Some((path, params))
+}
+
+/// Decodes one base64 SASL answer as UTF-8.
+fn decode_text(answer: &str) -> Option<String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(answer.trim())
+        .ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// The authentication identity and password of an RFC 4616 PLAIN
+/// response; `None` when it is malformed.
+fn plain_credentials(response: &str) -> Option<(String, String)> {
+    let text = decode_text(response)?;
+    let mut fields = text.split('\0');
+    let (_authzid, user, password) = (fields.next()?, fields.next()?, fields.next()?);
+    if fields.next().is_some() {
+        return None;
+    }
+    Some((user.to_string(), password.to_string()))
 }

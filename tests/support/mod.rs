@@ -13,6 +13,7 @@ pub mod certs;
 pub mod env;
 pub mod fake_dns;
 pub mod fake_mx;
+pub mod world;
 
 use std::sync::OnceLock;
 
