@@ -13,6 +13,7 @@ pub mod delivery;
 pub mod envelope;
 pub mod exitcode;
 pub mod logging;
+pub mod policy;
 pub mod queue;
 pub mod routing;
 pub mod smtp;

@@ -526,7 +526,7 @@ fn tls_summary(tls: Option<&TlsInfo>) -> TlsSummary {
             version: t.version.clone(),
             cipher: t.cipher.clone(),
             certificate: match &t.verification {
-                CertVerification::Verified => "verified".into(),
+                CertVerification::Verified(m) => format!("verified ({m})"),
                 CertVerification::Failed(reason) => format!("unverified: {reason}"),
                 CertVerification::NotChecked => "not checked".into(),
             },

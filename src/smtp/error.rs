@@ -162,7 +162,7 @@ fn describe_mechanisms(offered: &[String]) -> String {
 fn describe_protection(verification: &Option<CertVerification>) -> String {
     match verification {
         None => "the session is not encrypted".to_owned(),
-        Some(CertVerification::Verified) => "the certificate verified".to_owned(),
+        Some(CertVerification::Verified(m)) => format!("the certificate verified ({m})"),
         Some(CertVerification::Failed(reason)) => {
             format!("the certificate did not verify: {reason}")
         }

@@ -552,7 +552,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
             // and REQUIRETLS in the post-TLS EHLO (step 5).
             match &self.tls {
                 None => return fail(ErrorKind::RequireTlsUnverified { verification: None }),
-                Some(info) if info.verification != CertVerification::Verified => {
+                Some(info) if !matches!(info.verification, CertVerification::Verified(_)) => {
                     let verification = Some(info.verification.clone());
                     return fail(ErrorKind::RequireTlsUnverified { verification });
                 }

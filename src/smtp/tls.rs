@@ -19,11 +19,41 @@ use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
+/// How a server certificate was authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// PKIX: a chain to a trusted root and a name match (RFC 5280, RFC 6125).
+    Pkix,
+    /// DANE-EE(3): the end-entity key or certificate matched a TLSA record
+    /// (RFC 7672 §3.1.1).
+    DaneEe,
+    /// DANE-TA(2): the chain led to a trust anchor that matched a TLSA
+    /// record, and a reference name matched (RFC 7672 §3.1.2, §3.2.2).
+    DaneTa,
+}
+
+impl AuthMethod {
+    /// The name used in logs and the queue: `pkix`, `dane-ee`, `dane-ta`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pkix => "pkix",
+            Self::DaneEe => "dane-ee",
+            Self::DaneTa => "dane-ta",
+        }
+    }
+}
+
+impl std::fmt::Display for AuthMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The outcome of the certificate check for one session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CertVerification {
-    /// The chain verified to a trusted root and matched the server name.
-    Verified,
+    /// The certificate was authenticated by this method.
+    Verified(AuthMethod),
     /// The check failed; the reason comes from the PKIX verifier.
     Failed(String),
     /// No check was made (the policy did not ask for one).
@@ -133,7 +163,7 @@ impl ServerCertVerifier for PkixVerifier {
         }
         match self.check(end_entity, intermediates, server_name, ocsp_response, now) {
             Ok(()) => {
-                self.record(CertVerification::Verified);
+                self.record(CertVerification::Verified(AuthMethod::Pkix));
                 Ok(ServerCertVerified::assertion())
             }
             Err(err) => {

@@ -17,6 +17,7 @@ use super::*;
 use crate::envelope::Ret;
 use crate::smtp::error::Disposition;
 use crate::smtp::reply::EnhancedCode;
+use crate::smtp::AuthMethod;
 
 // ---------------------------------------------------------------------------
 // The scripted peer
@@ -872,7 +873,11 @@ async fn certificate_from_trusted_ca_verifies() {
         let txn = transaction(&dsn, &["b@example.org"]);
         let (result, t) = run(script.clone(), &cfg, &txn).await;
         let tls = result.unwrap().tls.unwrap();
-        assert_eq!(tls.verification, CertVerification::Verified, "{mode:?}");
+        assert_eq!(
+            tls.verification,
+            CertVerification::Verified(AuthMethod::Pkix),
+            "{mode:?}"
+        );
         assert_eq!(tls.version, "TLSv1.3");
         assert_eq!(t.count("EHLO"), 2);
     }
@@ -1013,7 +1018,7 @@ async fn implicit_tls() {
     let delivered = result.unwrap();
     assert_eq!(
         delivered.tls.unwrap().verification,
-        CertVerification::Verified
+        CertVerification::Verified(AuthMethod::Pkix)
     );
     assert_eq!(verbs(&t), vec!["EHLO", "MAIL", "RCPT", "DATA", "QUIT"]);
     // Implicit TLS always verifies.

@@ -1,0 +1,1 @@
+//! DANE (RFC 7672) certificate verification.
