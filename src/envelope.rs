@@ -87,6 +87,31 @@ pub struct SecurityRecord {
     pub tls_min: Option<String>,
 }
 
+impl SecurityRecord {
+    /// A one-line account for listings (`mailq`), or `None` when the
+    /// message asks for nothing beyond the destination's policy.
+    pub fn summary(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if self.requiretls {
+            parts.push("REQUIRETLS".to_owned());
+        } else if self.tls_optional {
+            parts.push("TLS-Required: No".to_owned());
+        }
+        if self.require_dnssec {
+            parts.push("require-dnssec".to_owned());
+        }
+        match self.tls_verify {
+            Some(VerifyMethod::Dane) => parts.push("verify=dane".to_owned()),
+            Some(VerifyMethod::Pkix) => parts.push("verify=pkix".to_owned()),
+            Some(VerifyMethod::Any) | None => {}
+        }
+        if let Some(min) = &self.tls_min {
+            parts.push(format!("tls-min={min}"));
+        }
+        (!parts.is_empty()).then(|| parts.join(", "))
+    }
+}
+
 /// Certificate verification methods a message may be restricted to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

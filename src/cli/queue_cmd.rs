@@ -70,6 +70,9 @@ fn render_listing(listing: &Listing) -> String {
             format_time(envelope.arrival),
             envelope.sender
         );
+        if let Some(tls) = envelope.security.summary() {
+            let _ = writeln!(out, "    {:<10} {tls}", "tls");
+        }
         for r in &envelope.recipients {
             let _ = writeln!(out, "    {:<10} {}", "new", r.address);
         }
@@ -108,6 +111,9 @@ fn render_entry(out: &mut String, entry: &QueueEntry) {
         );
     }
     out.push('\n');
+    if let Some(tls) = env.security.summary() {
+        let _ = writeln!(out, "    {:<10} {tls}", "tls");
+    }
     for r in &entry.recipients {
         let state = match r.status {
             RecipientStatus::Pending => "pending",

@@ -154,7 +154,7 @@ fn submit(args: &SendmailArgs, config: &Config) -> i32 {
             return e.exit_code();
         }
     };
-    let envelope = envelope_for(id, &prepared, &user.name);
+    let envelope = envelope_for(id, &prepared, args, &user.name);
     let mut message = trace_header(&config.hostname, user.uid.as_raw(), &envelope.id, &ctx.now);
     message.extend_from_slice(&prepared.message);
     match store(config, &envelope, &message) {
@@ -189,7 +189,12 @@ fn trace_header(
     .into_bytes()
 }
 
-fn envelope_for(id: String, prepared: &PreparedMessage, user: &str) -> Envelope {
+fn envelope_for(
+    id: String,
+    prepared: &PreparedMessage,
+    args: &SendmailArgs,
+    user: &str,
+) -> Envelope {
     let notify = prepared.dsn.notify.clone();
     Envelope {
         version: ENVELOPE_VERSION,
@@ -208,7 +213,7 @@ fn envelope_for(id: String, prepared: &PreparedMessage, user: &str) -> Envelope 
         dsn: prepared.dsn.clone(),
         security: crate::envelope::SecurityRecord {
             tls_optional: prepared.tls_required_no,
-            ..Default::default()
+            ..args.security.clone()
         },
         smtputf8: prepared.smtputf8,
         eight_bit: prepared.eight_bit,

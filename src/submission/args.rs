@@ -13,7 +13,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use crate::envelope::{BodyType, DsnRequest, Notify, Ret};
+use crate::envelope::{BodyType, DsnRequest, Notify, Ret, SecurityRecord, VerifyMethod};
 
 /// What the invocation asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +73,11 @@ pub struct SendmailArgs {
     pub dsn: DsnRequest,
     /// `-O name=value` pairs, in order, names lower-cased.
     pub options: Vec<(String, String)>,
+    /// TLS requirements asked for on the command line: `-O requiretls=yes`
+    /// (Postfix's spelling) and `--require-tls`, and the finer options
+    /// beyond RFC 8689 (`--require-dnssec`, `--tls-verify=`, `--tls-min=`
+    /// and their `-O` forms).
+    pub security: SecurityRecord,
     /// Recipient words, as given.
     pub recipients: Vec<String>,
 }
@@ -89,6 +94,7 @@ impl Default for SendmailArgs {
             config_file: None,
             dsn: DsnRequest::default(),
             options: Vec::new(),
+            security: SecurityRecord::default(),
             recipients: Vec::new(),
         }
     }
@@ -101,9 +107,17 @@ pub enum ArgsError {
     /// An option letter sendmail does not have.
     #[error("unknown option -{0}")]
     UnknownOption(char),
-    /// A long option; the sendmail interface has none of them.
+    /// A long option the sendmail interface does not have.
     #[error("unknown option {0}")]
     UnknownLongOption(String),
+    /// A long option with a value it cannot take.
+    #[error("{option}: {message}")]
+    BadLongValue {
+        /// The option, as `--tls-min`.
+        option: String,
+        /// What is wrong.
+        message: String,
+    },
     /// An option that needs a value came last.
     #[error("option -{0} needs a value")]
     MissingValue(char),
@@ -161,8 +175,20 @@ pub fn parse_sendmail_args(words: &[OsString]) -> Result<SendmailArgs, ArgsError
         if word == "--" {
             break;
         }
-        if word.starts_with("--") {
-            return Err(ArgsError::UnknownLongOption(word.clone()));
+        if let Some(long) = word.strip_prefix("--") {
+            let (name, attached) = match long.split_once('=') {
+                Some((name, value)) => (name, Some(value.to_owned())),
+                None => (long, None),
+            };
+            let value = if attached.is_none() && long_takes_value(name) {
+                let next = words.get(i).cloned();
+                i += usize::from(next.is_some());
+                next
+            } else {
+                attached
+            };
+            apply_long(&mut args, name, value)?;
+            continue;
         }
         let Some(letters) = word.strip_prefix('-').filter(|l| !l.is_empty()) else {
             // The first recipient ends the options.
@@ -243,6 +269,8 @@ fn apply_value(args: &mut SendmailArgs, letter: char, value: &str) -> Result<(),
             if name == "ignoredots" && !matches!(val.trim(), "false" | "no" | "0") {
                 args.ignore_dots = true;
             }
+            apply_security_option(&mut args.security, &name, val.trim())
+                .map_err(|m| bad(format!("{name}: {m}")))?;
             args.options.push((name, val.trim().to_owned()));
         }
         'N' => args.dsn.notify = Some(parse_notify(value).map_err(bad)?),
@@ -327,6 +355,79 @@ fn parse_notify(value: &str) -> Result<Vec<Notify>, String> {
         return Err("never cannot be combined with other values (RFC 3461 §4.1)".into());
     }
     Ok(out)
+}
+
+/// The long options of the sendmail interface that take a value.
+fn long_takes_value(name: &str) -> bool {
+    matches!(name, "tls-verify" | "tls-min")
+}
+
+/// Applies a long option: the TLS requirements a message carries.
+fn apply_long(args: &mut SendmailArgs, name: &str, value: Option<String>) -> Result<(), ArgsError> {
+    let bad = |message: String| ArgsError::BadLongValue {
+        option: format!("--{name}"),
+        message,
+    };
+    let key = match name {
+        "require-tls" => "requiretls",
+        "require-dnssec" => "require_dnssec",
+        "tls-verify" => "tls_verify",
+        "tls-min" => "tls_min",
+        _ => return Err(ArgsError::UnknownLongOption(format!("--{name}"))),
+    };
+    let value = match (key, value) {
+        ("requiretls" | "require_dnssec", None) => "yes".to_owned(),
+        (_, Some(v)) => v,
+        (_, None) => return Err(bad("needs a value".into())),
+    };
+    apply_security_option(&mut args.security, key, &value).map_err(bad)
+}
+
+/// Applies one TLS requirement given as `-O name=value` or a long option.
+/// Names that are not TLS requirements are left alone (other `-O` options
+/// are accepted and ignored). Requirements only add up: `requiretls=no`
+/// after `requiretls=yes` does not remove it.
+fn apply_security_option(
+    security: &mut SecurityRecord,
+    name: &str,
+    value: &str,
+) -> Result<(), String> {
+    let yes = || match value.to_ascii_lowercase().as_str() {
+        "" | "yes" | "true" | "1" | "on" => Ok(true),
+        "no" | "false" | "0" | "off" => Ok(false),
+        _ => Err(format!("{value:?}: expected yes or no")),
+    };
+    match name {
+        "requiretls" => security.requiretls |= yes()?,
+        "require_dnssec" => security.require_dnssec |= yes()?,
+        "tls_verify" => {
+            let method = match value.to_ascii_lowercase().as_str() {
+                "dane" => VerifyMethod::Dane,
+                "pkix" => VerifyMethod::Pkix,
+                "any" => VerifyMethod::Any,
+                _ => return Err(format!("{value:?}: expected dane, pkix or any")),
+            };
+            security.tls_verify = match (security.tls_verify, method) {
+                (Some(a), b) if a != b && a != VerifyMethod::Any && b != VerifyMethod::Any => {
+                    return Err("dane and pkix cannot both be required".into())
+                }
+                (Some(a), VerifyMethod::Any) => Some(a),
+                _ => Some(method),
+            };
+        }
+        "tls_min" => {
+            let version = match value {
+                "1.2" | "TLSv1.2" => "1.2",
+                "1.3" | "TLSv1.3" => "1.3",
+                _ => return Err(format!("{value:?}: expected 1.2 or 1.3")),
+            };
+            if security.tls_min.as_deref() != Some("1.3") {
+                security.tls_min = Some(version.to_owned());
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -540,6 +641,77 @@ mod tests {
                 ("requiretls".to_owned(), "yes".to_owned()),
                 ("smtputf8".to_owned(), String::new())
             ]
+        );
+    }
+
+    #[test]
+    fn requiretls_from_postfix_option_and_long_option_rfc8689_section_4_3() {
+        assert!(
+            parse(&["-O", "requiretls=yes"])
+                .unwrap()
+                .security
+                .requiretls
+        );
+        assert!(parse(&["-ORequireTLS=yes"]).unwrap().security.requiretls);
+        assert!(
+            parse(&["--require-tls", "bob@example.org"])
+                .unwrap()
+                .security
+                .requiretls
+        );
+        assert!(!parse(&["-O", "requiretls=no"]).unwrap().security.requiretls);
+        assert!(parse(&["-O", "requiretls=maybe"]).is_err());
+    }
+
+    #[test]
+    fn finer_tls_options_long_and_o_forms() {
+        let a = parse(&[
+            "--require-dnssec",
+            "--tls-verify=dane",
+            "--tls-min",
+            "1.3",
+            "bob@example.org",
+        ])
+        .unwrap();
+        assert!(a.security.require_dnssec);
+        assert_eq!(a.security.tls_verify, Some(VerifyMethod::Dane));
+        assert_eq!(a.security.tls_min.as_deref(), Some("1.3"));
+        assert_eq!(a.recipients, ["bob@example.org"]);
+        let o = parse(&[
+            "-O",
+            "require_dnssec=yes",
+            "-O",
+            "tls_verify=pkix",
+            "-Otls_min=1.2",
+        ])
+        .unwrap();
+        assert!(o.security.require_dnssec);
+        assert_eq!(o.security.tls_verify, Some(VerifyMethod::Pkix));
+        assert_eq!(o.security.tls_min.as_deref(), Some("1.2"));
+        // Requirements add up and never weaken.
+        let up = parse(&[
+            "--tls-min=1.3",
+            "--tls-min=1.2",
+            "-O",
+            "requiretls=yes",
+            "-O",
+            "requiretls=no",
+        ])
+        .unwrap();
+        assert_eq!(up.security.tls_min.as_deref(), Some("1.3"));
+        assert!(up.security.requiretls);
+        assert!(parse(&["--tls-verify=dane", "--tls-verify=pkix"]).is_err());
+        assert!(matches!(
+            parse(&["--tls-min=1.1"]),
+            Err(ArgsError::BadLongValue { .. })
+        ));
+        assert!(matches!(
+            parse(&["--tls-verify"]),
+            Err(ArgsError::BadLongValue { .. })
+        ));
+        assert_eq!(
+            parse(&["--tls-max=1.3"]),
+            Err(ArgsError::UnknownLongOption("--tls-max".into()))
         );
     }
 }

@@ -152,15 +152,16 @@ pub fn prepare(
     }
     add_missing_fields(&mut message, args, ctx, &sender);
 
-    let tls_required_no = message
+    // RFC 8689 §3: one `TLS-Required:` field whose only defined value is
+    // "No". A repeated field or another value is treated as absent, so
+    // that nothing but a clear request weakens the delivery policy.
+    let tls_required: Vec<&Field> = message
         .fields
         .iter()
         .filter(|f| f.is("TLS-Required"))
-        .any(|f| {
-            String::from_utf8_lossy(f.value_bytes())
-                .trim()
-                .eq_ignore_ascii_case("no")
-        });
+        .collect();
+    let tls_required_no = matches!(tls_required.as_slice(), [only]
+        if String::from_utf8_lossy(only.value_bytes()).trim().eq_ignore_ascii_case("no"));
 
     let message = lines::fit_line_length(message.to_bytes());
     let smtputf8 = !sender.is_ascii() || recipients.iter().any(|r| !r.is_ascii());
