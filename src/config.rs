@@ -116,6 +116,9 @@ struct FileConfig {
     smtp: SmtpSection,
     #[serde(default)]
     queue: QueueSection,
+    #[serde(default)]
+    rule: Vec<FileRule>,
+    delivered_retention: Option<DurationValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -129,6 +132,165 @@ struct DnsSection {
 #[serde(deny_unknown_fields)]
 struct TlsSection {
     ca_file: Option<PathBuf>,
+    #[serde(default)]
+    level: TlsLevel,
+    min_version: Option<TlsMin>,
+    #[serde(default)]
+    domain: BTreeMap<String, FileDomainTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDomainTls {
+    level: Option<TlsLevel>,
+    min_version: Option<TlsMin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRule {
+    sender_domain: Option<String>,
+    recipient_domain: Option<String>,
+    #[serde(default)]
+    requiretls: bool,
+    #[serde(default)]
+    require_dnssec: bool,
+    tls_verify: Option<crate::envelope::VerifyMethod>,
+    tls_min: Option<TlsMin>,
+}
+
+/// A duration: whole seconds, or a number with a unit (`90s`, `30m`,
+/// `4h`, `7d`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum DurationValue {
+    Seconds(u64),
+    Text(String),
+}
+
+impl DurationValue {
+    fn to_duration(&self) -> Result<Duration, String> {
+        match self {
+            Self::Seconds(s) => Ok(Duration::from_secs(*s)),
+            Self::Text(t) => parse_duration(t),
+        }
+    }
+}
+
+/// Parses `90`, `90s`, `30m`, `4h` or `7d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (number, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number with s, m, h or d"))?;
+    let factor = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("{text:?}: unknown unit; use s, m, h or d")),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(factor)))
+}
+
+/// The TLS level for a destination. The names and meanings are Postfix's
+/// `smtp_tls_security_level` where they agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsLevel {
+    /// No TLS (unless a message requires it: REQUIRETLS is never weakened).
+    None,
+    /// Opportunistic: STARTTLS when offered, any certificate; plaintext
+    /// when STARTTLS is missing or its handshake fails.
+    May,
+    /// TLS required, certificate not checked.
+    Encrypt,
+    /// Opportunistic DANE (RFC 7672): authenticated by TLSA where the
+    /// records are DNSSEC-secure and usable, TLS required without
+    /// authentication where they are secure but unusable, else as `may`.
+    #[default]
+    Dane,
+    /// DANE required: a host without secure usable TLSA is not used.
+    DaneOnly,
+    /// TLS required and the certificate verified by PKIX against the host
+    /// name (the MX name, or the domain for an implicit MX).
+    Verify,
+}
+
+impl TlsLevel {
+    /// The configuration spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::May => "may",
+            Self::Encrypt => "encrypt",
+            Self::Dane => "dane",
+            Self::DaneOnly => "dane-only",
+            Self::Verify => "verify",
+        }
+    }
+}
+
+/// A minimum TLS version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+pub enum TlsMin {
+    /// TLS 1.2.
+    #[serde(rename = "1.2")]
+    Tls12,
+    /// TLS 1.3.
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+impl TlsMin {
+    /// Parses "1.2" or "1.3".
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "1.2" => Some(Self::Tls12),
+            "1.3" => Some(Self::Tls13),
+            _ => None,
+        }
+    }
+}
+
+/// The administrator's TLS policy for one recipient domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DomainTls {
+    /// The level.
+    pub level: TlsLevel,
+    /// The lowest acceptable TLS version, if raised above 1.2.
+    pub min_version: Option<TlsMin>,
+}
+
+/// A `[[rule]]`: TLS requirements added to messages by sender and/or
+/// recipient domain (RFC 8689 §4.3 leaves the choice to local policy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// Applies to senders in this domain (exact, A-labels).
+    pub sender_domain: Option<String>,
+    /// Applies to recipients in this domain (exact, A-labels).
+    pub recipient_domain: Option<String>,
+    /// Adds REQUIRETLS.
+    pub requiretls: bool,
+    /// Requires a DNSSEC-validated MX.
+    pub require_dnssec: bool,
+    /// Restricts the certificate check to one method.
+    pub tls_verify: Option<crate::envelope::VerifyMethod>,
+    /// Raises the minimum TLS version.
+    pub tls_min: Option<TlsMin>,
+}
+
+impl Rule {
+    /// True when the rule applies to mail from `sender_domain` to
+    /// `recipient_domain`. A rule with neither condition applies to all.
+    pub fn matches(&self, sender_domain: &str, recipient_domain: &str) -> bool {
+        let eq = |want: &Option<String>, have: &str| {
+            want.as_deref()
+                .is_none_or(|w| w.eq_ignore_ascii_case(have.trim_end_matches('.')))
+        };
+        eq(&self.sender_domain, sender_domain) && eq(&self.recipient_domain, recipient_domain)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -212,9 +374,30 @@ pub struct Config {
     pub retry_min: Duration,
     /// Longest retry interval.
     pub retry_max: Duration,
+    /// The TLS level for destinations without their own.
+    pub tls_level: TlsLevel,
+    /// The lowest acceptable TLS version for all destinations, if raised.
+    pub tls_min_version: Option<TlsMin>,
+    /// Per recipient domain overrides (`[tls.domain."example.org"]`),
+    /// keyed by A-label domain.
+    pub tls_domains: BTreeMap<String, DomainTls>,
+    /// `[[rule]]` entries, in file order.
+    pub rules: Vec<Rule>,
+    /// How long the record of a finished message is kept for `queue show`.
+    pub delivered_retention: Duration,
 }
 
 impl Config {
+    /// The administrator's TLS policy for a recipient domain: its own entry,
+    /// else the defaults of `[tls]`.
+    pub fn domain_tls(&self, domain: &str) -> DomainTls {
+        let key = domain.trim_end_matches('.').to_ascii_lowercase();
+        self.tls_domains.get(&key).copied().unwrap_or(DomainTls {
+            level: self.tls_level,
+            min_version: self.tls_min_version,
+        })
+    }
+
     /// Loads the configuration from an explicit path (which must exist) or
     /// from the default path (which may be missing).
     pub fn load(explicit: Option<&Path>) -> Result<Self, ConfigError> {
@@ -291,6 +474,51 @@ impl Config {
                 "must be at least queue.retry_min, which must be over 0".into(),
             ));
         }
+        let mut tls_domains = BTreeMap::new();
+        for (name, d) in &file.tls.domain {
+            let key = format!("tls.domain.{name:?}");
+            let domain = normalise_domain(name).map_err(|m| invalid(&key, m))?;
+            tls_domains.insert(
+                domain,
+                DomainTls {
+                    level: d.level.unwrap_or(file.tls.level),
+                    min_version: d.min_version.or(file.tls.min_version),
+                },
+            );
+        }
+        let mut rules = Vec::new();
+        for (n, r) in file.rule.iter().enumerate() {
+            let key = format!("rule[{n}]");
+            let domain = |d: &Option<String>| {
+                d.as_deref()
+                    .map(normalise_domain)
+                    .transpose()
+                    .map_err(|m| invalid(&key, m))
+            };
+            let rule = Rule {
+                sender_domain: domain(&r.sender_domain)?,
+                recipient_domain: domain(&r.recipient_domain)?,
+                requiretls: r.requiretls,
+                require_dnssec: r.require_dnssec,
+                tls_verify: r.tls_verify,
+                tls_min: r.tls_min,
+            };
+            if !rule.requiretls
+                && !rule.require_dnssec
+                && rule.tls_verify.is_none()
+                && rule.tls_min.is_none()
+            {
+                return Err(invalid(&key, "the rule requires nothing".into()));
+            }
+            rules.push(rule);
+        }
+        let delivered_retention = file
+            .delivered_retention
+            .as_ref()
+            .map(DurationValue::to_duration)
+            .transpose()
+            .map_err(|m| invalid("delivered_retention", m))?
+            .unwrap_or(Duration::from_secs(7 * 86400));
         Ok(Self {
             source: path.map(Path::to_owned),
             queue_dir: file.queue_dir,
@@ -311,6 +539,11 @@ impl Config {
             command_timeout: Duration::from_secs(file.smtp.command_timeout.unwrap_or(300)),
             retry_min,
             retry_max,
+            tls_level: file.tls.level,
+            tls_min_version: file.tls.min_version,
+            tls_domains,
+            rules,
+            delivered_retention,
         })
     }
 }
@@ -536,5 +769,68 @@ mod tests {
         assert_eq!(s.relay_password.as_deref(), Some("p"));
         assert!(!format!("{s:?}").contains("\"p\""));
         assert!(Secrets::load(&dir.path().join("none")).unwrap().is_none());
+    }
+
+    #[test]
+    fn tls_levels_per_domain_rules_and_retention() {
+        let text = r#"
+delivered_retention = "3d"
+[tls]
+level = "may"
+min_version = "1.3"
+[tls.domain."Bücher.example"]
+level = "dane-only"
+[tls.domain."bank.example"]
+level = "verify"
+min_version = "1.2"
+
+[[rule]]
+sender_domain = "hr.example.org"
+requiretls = true
+
+[[rule]]
+recipient_domain = "partner.example"
+tls_verify = "dane"
+"#;
+        let c = Config::from_toml(text, None).unwrap();
+        assert_eq!(c.delivered_retention, Duration::from_secs(3 * 86400));
+        assert_eq!(c.domain_tls("other.example").level, TlsLevel::May);
+        assert_eq!(
+            c.domain_tls("other.example").min_version,
+            Some(TlsMin::Tls13)
+        );
+        let idn = c.domain_tls("xn--bcher-kva.example");
+        assert_eq!(idn.level, TlsLevel::DaneOnly);
+        assert_eq!(idn.min_version, Some(TlsMin::Tls13), "inherits [tls]");
+        assert_eq!(c.domain_tls("BANK.example.").level, TlsLevel::Verify);
+        assert_eq!(
+            c.domain_tls("bank.example").min_version,
+            Some(TlsMin::Tls12)
+        );
+        assert_eq!(c.rules.len(), 2);
+        assert!(c.rules[0].matches("hr.example.org", "anything.example"));
+        assert!(!c.rules[0].matches("example.org", "anything.example"));
+        assert!(c.rules[1].matches("x.example", "partner.example"));
+    }
+
+    #[test]
+    fn tls_defaults_are_dane_and_seven_days() {
+        let c = Config::from_toml("", None).unwrap();
+        assert_eq!(c.tls_level, TlsLevel::Dane);
+        assert_eq!(c.domain_tls("example.org").min_version, None);
+        assert_eq!(c.delivered_retention, Duration::from_secs(7 * 86400));
+        assert!(c.rules.is_empty());
+    }
+
+    #[test]
+    fn bad_tls_settings_name_the_key() {
+        let e = Config::from_toml("[tls]\nlevel = \"secure\"\n", None).unwrap_err();
+        assert!(e.to_string().contains("line 2"), "{e}");
+        let e = Config::from_toml("[[rule]]\nsender_domain = \"a.example\"\n", None).unwrap_err();
+        assert!(e.to_string().contains("rule[0]"), "{e}");
+        let e = Config::from_toml("delivered_retention = \"7w\"\n", None).unwrap_err();
+        assert!(e.to_string().contains("delivered_retention"), "{e}");
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("4h").unwrap(), Duration::from_secs(14400));
     }
 }
