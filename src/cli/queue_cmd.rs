@@ -9,7 +9,7 @@ use crate::delivery::{format_time, Agent};
 use crate::exitcode;
 use crate::logging::{self, LogTarget};
 use crate::queue::record::{QueueEntry, RecipientStatus};
-use crate::queue::{Listing, Queue, QueueDir, QueueError};
+use crate::queue::{finished_record, Listing, Queue, QueueDir, QueueError};
 
 fn locate(config: &Config) -> Result<QueueDir, i32> {
     QueueDir::locate(config).map_err(|e| {
@@ -160,6 +160,27 @@ pub(super) fn show(config: &Config, id: &str) -> i32 {
         }
         println!("(waiting in the maildrop for pickup)");
         return exitcode::OK;
+    }
+    match finished_record(&dir, id) {
+        Ok(Some(entry)) => {
+            match serde_json::to_string_pretty(&entry) {
+                Ok(text) => println!("{text}"),
+                Err(e) => {
+                    eprintln!("smarthost: {id}: {e}");
+                    return exitcode::SOFTWARE;
+                }
+            }
+            println!("(no longer queued: the content was removed once no recipient was pending)");
+            return exitcode::OK;
+        }
+        Ok(None) => {}
+        Err(e) if e.is_busy() => {
+            eprintln!(
+                "smarthost: {id}: not queued; a queue run holds the records of finished messages, try again when it ends"
+            );
+            return exitcode::TEMPFAIL;
+        }
+        Err(e) => return queue_error(&e),
     }
     eprintln!("smarthost: {id}: no such message in the queue");
     exitcode::DATAERR

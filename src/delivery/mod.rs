@@ -91,6 +91,11 @@ impl Agent {
         })
     }
 
+    /// The configuration the agent runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// Makes one attempt at every pending recipient of `entry` and updates
     /// its state; schedules the next attempt when some remain pending.
     pub async fn deliver(&self, entry: &mut QueueEntry, message: &[u8]) {
@@ -365,6 +370,7 @@ impl Agent {
             reply: e.reply().map(|r| r.text()),
             status: status_of_error(e),
             detail: e.to_string(),
+            protection: None,
         };
         // A permanent refusal of the sender or the message ends the attempt
         // for every recipient; anything else moves on to the next address.
@@ -456,6 +462,7 @@ fn result_without_host(status: &str, detail: String) -> AttemptResult {
         reply: None,
         status: status.into(),
         detail,
+        protection: None,
     }
 }
 
@@ -489,6 +496,7 @@ fn verdicts_from(d: &Delivered, host: &MxHost, ip: IpAddr) -> Vec<Verdict> {
                         RecipientStatus::Failed => "refused by the receiving server".into(),
                         RecipientStatus::Pending => "temporarily refused".into(),
                     },
+                    protection: None,
                 },
             }
         })

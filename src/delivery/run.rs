@@ -80,6 +80,11 @@ pub async fn run(
             }
             Err(e) => return Err(e),
         };
+        if first {
+            if let Err(e) = queue.purge_finished(agent.config().delivered_retention) {
+                tracing::warn!(error = %e, "cannot remove expired records of finished messages");
+            }
+        }
         first = false;
         let queue = Arc::new(queue);
         drain(&agent, &queue, options, &mut attempted, &mut summary).await?;

@@ -30,7 +30,7 @@ use std::fs;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-pub use owner::{Listing, Queue, StatusSnapshot};
+pub use owner::{finished_record, Listing, Queue, StatusSnapshot};
 
 use crate::config::{Config, SYSTEM_QUEUE_DIR};
 use file::{Envelope, FileError};

@@ -158,6 +158,24 @@ impl Queue {
         Ok(self.store.get(id)?)
     }
 
+    /// The record of a message that has left the queue.
+    pub fn finished(&self, id: &str) -> Result<Option<QueueEntry>, QueueError> {
+        Ok(self.store.finished(id)?)
+    }
+
+    /// Drops the records of messages that left the queue longer than
+    /// `retention` ago.
+    pub fn purge_finished(&self, retention: std::time::Duration) -> Result<(), QueueError> {
+        let keep = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
+        let before = chrono::Utc::now().timestamp().saturating_sub(keep);
+        let removed = self.store.purge_finished(before)?;
+        if removed > 0 {
+            self.store.sync()?;
+            tracing::debug!(removed, "expired records of finished messages removed");
+        }
+        Ok(())
+    }
+
     /// The message content of an entry.
     pub fn message(&self, id: &str) -> Result<Vec<u8>, QueueError> {
         let (_, message) = file::read(&self.dir.message_file(id), true)?;
@@ -176,7 +194,9 @@ impl Queue {
                 Err(e) => return Err(QueueError::io(&path, e)),
             }
             sync_dir(&self.dir.messages())?;
-            self.store.remove(entry.id())?;
+            let mut record = entry.clone();
+            record.finished_at = Some(chrono::Utc::now().timestamp());
+            self.store.finish(&record)?;
             tracing::info!(queue_id = %entry.id(), "removed from the queue: no recipient pending");
         } else {
             self.store.put(entry)?;
@@ -230,6 +250,19 @@ pub struct Listing {
     /// Set when the store was held by another process and `entries` comes
     /// from its snapshot written at this time.
     pub snapshot_time: Option<i64>,
+}
+
+/// The record of a message that has left the queue, read without taking
+/// the queue from a running owner. `Ok(None)` when there is no such record;
+/// an error when the store is held by another process.
+// LIMITATION: while a queue run holds the store, finished records cannot
+// be read (the owner's snapshot lists only queued messages); `queue show`
+// then asks the operator to try again.
+pub fn finished_record(dir: &QueueDir, id: &str) -> Result<Option<QueueEntry>, QueueError> {
+    if !dir.store().is_dir() {
+        return Ok(None);
+    }
+    Ok(Store::open(&dir.store())?.finished(id)?)
 }
 
 impl Listing {

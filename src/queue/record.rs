@@ -56,6 +56,30 @@ pub struct AttemptResult {
     pub status: String,
     /// A human-readable account of the outcome.
     pub detail: String,
+    /// The protection the attempt had, as the policy layer saw it.
+    #[serde(default)]
+    pub protection: Option<Protection>,
+}
+
+/// What protected (or would have protected) a copy on its way to a host:
+/// the facts a sender asks about after delivery.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Protection {
+    /// The MX answer was DNSSEC-secure (for a relayhost: its address
+    /// answer).
+    pub mx_dnssec: bool,
+    /// How the certificate was authenticated: `dane-ee`, `dane-ta`,
+    /// `pkix`, or `none`.
+    pub verification: String,
+    /// What the policy aimed for: `dane`, `dane-unusable`, `pkix`,
+    /// `encrypt`, `opportunistic`, `none`.
+    pub policy: String,
+    /// REQUIRETLS was sent on MAIL (RFC 8689 §4.2.1 step 6).
+    pub requiretls: bool,
+    /// The message carried `TLS-Required: No` and the sender's request was
+    /// followed (RFC 8689 §4.2.2).
+    #[serde(default)]
+    pub tls_required_no: bool,
 }
 
 /// One recipient's state.
@@ -90,10 +114,16 @@ pub struct QueueEntry {
     /// Time of the last attempt.
     #[serde(default)]
     pub last_attempt: Option<i64>,
+    /// When the message left the queue (no recipient pending); set on the
+    /// record kept after the content is removed.
+    #[serde(default)]
+    pub finished_at: Option<i64>,
 }
 
-/// Version of [`QueueEntry`] records written now.
-pub const ENTRY_VERSION: u32 = 1;
+/// Version of [`QueueEntry`] records written now. Version 2 added the
+/// per-attempt [`Protection`] and `finished_at`; version 1 records read as
+/// version 2 ones without them.
+pub const ENTRY_VERSION: u32 = 2;
 
 impl QueueEntry {
     /// A fresh entry for a newly picked-up message: every recipient pending,
@@ -116,6 +146,7 @@ impl QueueEntry {
             recipients,
             attempts: 0,
             last_attempt: None,
+            finished_at: None,
         }
     }
 

@@ -62,8 +62,15 @@ pub enum StoreError {
 /// The open store. Dropping it releases the lock.
 pub struct Store {
     db: sled::Db,
+    /// Records of messages that have left the queue, kept for
+    /// `delivered_retention` so the sender can still learn what protection
+    /// each copy got.
+    finished: sled::Tree,
     dir: PathBuf,
 }
+
+/// The name of the sled tree holding finished messages' records.
+const FINISHED_TREE: &str = "finished";
 
 impl Store {
     /// Opens (or creates) the store in `dir`.
@@ -84,8 +91,15 @@ impl Store {
                     source,
                 },
             })?;
+        let finished = db
+            .open_tree(FINISHED_TREE)
+            .map_err(|source| StoreError::Sled {
+                path: dir.into(),
+                source,
+            })?;
         Ok(Self {
             db,
+            finished,
             dir: dir.into(),
         })
     }
@@ -130,6 +144,48 @@ impl Store {
     pub fn remove(&self, id: &str) -> Result<(), StoreError> {
         self.db.remove(id).map_err(|e| self.sled_err(e))?;
         Ok(())
+    }
+
+    /// Moves an entry to the records of finished messages (not yet durable:
+    /// call [`Store::sync`]).
+    pub fn finish(&self, entry: &QueueEntry) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(entry).map_err(|source| StoreError::Record {
+            path: self.dir.clone(),
+            id: entry.id().into(),
+            source,
+        })?;
+        self.finished
+            .insert(entry.id(), bytes)
+            .map_err(|e| self.sled_err(e))?;
+        self.db.remove(entry.id()).map_err(|e| self.sled_err(e))?;
+        Ok(())
+    }
+
+    /// The record of a finished message.
+    pub fn finished(&self, id: &str) -> Result<Option<QueueEntry>, StoreError> {
+        let Some(bytes) = self.finished.get(id).map_err(|e| self.sled_err(e))? else {
+            return Ok(None);
+        };
+        self.decode(id, &bytes).map(Some)
+    }
+
+    /// Removes the records of messages that finished before `before`
+    /// (seconds since the Unix epoch); returns how many went.
+    pub fn purge_finished(&self, before: i64) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for item in self.finished.iter() {
+            let (k, v) = item.map_err(|e| self.sled_err(e))?;
+            let id = String::from_utf8_lossy(&k).into_owned();
+            // A record that cannot be read is kept for the operator.
+            let Ok(entry) = self.decode(&id, &v) else {
+                continue;
+            };
+            if entry.finished_at.unwrap_or(0) < before {
+                self.finished.remove(&k).map_err(|e| self.sled_err(e))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// All queue ids, in order (ids sort by arrival).
@@ -246,5 +302,28 @@ mod tests {
         store.remove("A").unwrap();
         store.sync().unwrap();
         assert_eq!(store.entries().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn finished_records_outlive_the_entry_until_purged() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut old = entry("A");
+            old.finished_at = Some(100);
+            let mut new = entry("B");
+            new.finished_at = Some(200);
+            store.put(&old).unwrap();
+            store.finish(&old).unwrap();
+            store.finish(&new).unwrap();
+            store.sync().unwrap();
+            assert!(store.get("A").unwrap().is_none(), "no longer queued");
+            assert!(store.ids().unwrap().is_empty());
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.finished("A").unwrap().unwrap().finished_at, Some(100));
+        assert_eq!(store.purge_finished(150).unwrap(), 1);
+        assert!(store.finished("A").unwrap().is_none());
+        assert!(store.finished("B").unwrap().is_some());
     }
 }
