@@ -106,7 +106,13 @@ pub fn main(args: Vec<OsString>) -> i32 {
     }
 }
 
-fn main_cli(args: Vec<OsString>) -> i32 {
+fn main_cli(mut args: Vec<OsString>) -> i32 {
+    // clap takes a `--` right after the subcommand as its own end of
+    // options and drops it, so `smarthost sendmail -- -odd@example.org`
+    // would reach sendmail's parser as the option `-o`. The words after
+    // `sendmail` therefore go to that parser exactly as given, as they do
+    // when the binary runs under the name `sendmail`.
+    let sendmail_words = sendmail_subcommand_at(&args).map(|at| args.split_off(at + 1));
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -121,7 +127,8 @@ fn main_cli(args: Vec<OsString>) -> i32 {
     };
     let config = cli.config.as_deref();
     match cli.command {
-        Command::Sendmail { mut args } => {
+        Command::Sendmail { args: parsed } => {
+            let mut args = sendmail_words.unwrap_or(parsed);
             if let Some(path) = config {
                 args.splice(0..0, [OsString::from("-C"), path.into()]);
             }
@@ -144,6 +151,21 @@ fn main_cli(args: Vec<OsString>) -> i32 {
             with_config(config, |c| queue_cmd::run(c, &options, detached))
         }
     }
+}
+
+/// The index of the `sendmail` subcommand word, when only the global
+/// `-c FILE` / `--config FILE` options come before it.
+fn sendmail_subcommand_at(args: &[OsString]) -> Option<usize> {
+    let mut at = 1;
+    while let Some(word) = args.get(at) {
+        match word.to_str()? {
+            "sendmail" => return Some(at),
+            "-c" | "--config" => at += 2,
+            w if w.starts_with("--config=") || (w.starts_with("-c") && w.len() > 2) => at += 1,
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// Loads the configuration (explicit path, else `$SMARTHOST_CONFIG`, else
@@ -170,4 +192,29 @@ fn config_path(explicit: Option<&Path>) -> Option<PathBuf> {
 
 fn load_config(explicit: Option<&Path>) -> Result<Config, crate::config::ConfigError> {
     Config::load(config_path(explicit).as_deref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(w: &[&str]) -> Vec<OsString> {
+        w.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn sendmail_subcommand_is_found_after_global_options_only() {
+        let at = |w: &[&str]| sendmail_subcommand_at(&words(w));
+        assert_eq!(at(&["smarthost", "sendmail", "--", "-odd@x.org"]), Some(1));
+        assert_eq!(
+            at(&["smarthost", "-c", "f.toml", "sendmail", "-t"]),
+            Some(3)
+        );
+        assert_eq!(at(&["smarthost", "--config", "f", "sendmail"]), Some(3));
+        assert_eq!(at(&["smarthost", "--config=f", "sendmail"]), Some(2));
+        assert_eq!(at(&["smarthost", "-cf.toml", "sendmail"]), Some(2));
+        assert_eq!(at(&["smarthost", "mailq"]), None);
+        assert_eq!(at(&["smarthost", "-c", "sendmail"]), None);
+        assert_eq!(at(&["smarthost", "queue", "run", "sendmail"]), None);
+    }
 }

@@ -225,7 +225,7 @@ impl Agent {
                     .await
                 {
                     Attempt::Final(verdicts) => return verdicts,
-                    Attempt::TryNext(verdict) => last = Some(verdict),
+                    Attempt::TryNext(verdict) => last = Some(*verdict),
                 }
             }
         }
@@ -383,10 +383,10 @@ impl Agent {
                 },
             ))
         } else {
-            Attempt::TryNext(Verdict {
+            Attempt::TryNext(Box::new(Verdict {
                 status: RecipientStatus::Pending,
                 result,
-            })
+            }))
         }
     }
 }
@@ -413,7 +413,7 @@ enum Attempt {
     /// The recipients have their verdicts.
     Final(Vec<Verdict>),
     /// This address gave no verdict; the reason, if nothing better follows.
-    TryNext(Verdict),
+    TryNext(Box<Verdict>),
 }
 
 impl Verdict {

@@ -227,7 +227,12 @@ fn tls_required_no_is_recorded_and_kept_rfc8689_section_3() {
     assert!(!p.tls_required_no);
     // A repeated field is treated as absent: only one clear request
     // weakens the policy.
-    let p = run(&["a@x.org"], "TLS-Required: No\nTLS-Required: no\n\n", &ctx()).unwrap();
+    let p = run(
+        &["a@x.org"],
+        "TLS-Required: No\nTLS-Required: no\n\n",
+        &ctx(),
+    )
+    .unwrap();
     assert!(!p.tls_required_no);
     let p = run(&["a@x.org"], "tls-required:   no  \n\n", &ctx()).unwrap();
     assert!(p.tls_required_no);
