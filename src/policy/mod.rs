@@ -111,15 +111,27 @@ pub fn requirements(
 }
 
 impl Requirements {
-    /// True when the message needs DANE or DNSSEC in a way that cannot be
-    /// met while DNSSEC validation is not working: such deliveries are
-    /// deferred instead of going out with less protection.
+    /// True when the delivery needs DNSSEC: REQUIRETLS or a required
+    /// DNSSEC-validated MX (for MX destinations; a relayhost is a
+    /// configured route, RFC 8689 §2), or DANE required by the message, a
+    /// rule or the destination's level. Such deliveries wait while
+    /// validation is not working instead of going out with less protection.
     pub fn needs_dnssec(&self) -> bool {
-        self.requiretls
-            || self.require_dnssec
-            || self.verify == VerifyMethod::Dane
-            || (!self.relay && self.level == TlsLevel::DaneOnly)
+        let mx_rules = !self.relay
+            && (self.requiretls || self.require_dnssec || self.level == TlsLevel::DaneOnly);
+        mx_rules || self.verify == VerifyMethod::Dane
     }
+}
+
+/// Whether DNSSEC answers can be trusted in this run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dnssec {
+    /// Validation works: the trust anchor's DNSKEY RRset came back secure.
+    Working,
+    /// Validation is turned off in the configuration (`dns.dnssec`).
+    Off,
+    /// Validation was found not working when the run started.
+    Broken(String),
 }
 
 /// What DNS said about a host's TLSA records (RFC 7672 §2.2.3).
@@ -159,8 +171,8 @@ pub struct HostFacts<'a> {
     pub address_secure: bool,
     /// The TLSA outcome.
     pub tlsa: TlsaState,
-    /// DNSSEC validation was found working when the run started.
-    pub dnssec_working: bool,
+    /// Whether DNSSEC validation works in this run.
+    pub dnssec: &'a Dnssec,
     /// The relayhost's TLS mode, when the host is the relayhost.
     pub relay_tls: Option<crate::config::RelayTls>,
 }
@@ -275,12 +287,26 @@ pub fn decide(req: &Requirements, facts: &HostFacts<'_>) -> HostDecision {
     if let Some(conflict) = &req.conflict {
         return skip("5.7.10", true, conflict.clone());
     }
-    if !facts.dnssec_working && req.needs_dnssec() {
-        return skip(
-            "4.7.5",
-            false,
-            "DNSSEC validation is not working on this system; mail that needs it waits".into(),
-        );
+    if req.needs_dnssec() {
+        match facts.dnssec {
+            Dnssec::Working => {}
+            Dnssec::Off => {
+                return skip(
+                    "5.7.10",
+                    true,
+                    "the message needs DNSSEC, and validation is off (dns.dnssec = \"off\")".into(),
+                )
+            }
+            Dnssec::Broken(reason) => {
+                return skip(
+                    "4.7.5",
+                    false,
+                    format!(
+                        "DNSSEC validation is not working ({reason}); mail that needs it waits"
+                    ),
+                )
+            }
+        }
     }
     if !req.relay && !facts.mx_secure {
         // RFC 8689 §4.2.1 step 2: the MX must come from a DNSSEC-validated

@@ -25,7 +25,7 @@ fn facts(tlsa: TlsaState) -> HostFacts<'static> {
         mx_secure: true,
         address_secure: true,
         tlsa,
-        dnssec_working: true,
+        dnssec: &Dnssec::Working,
         relay_tls: None,
     }
 }
@@ -269,8 +269,9 @@ fn levels_none_may_encrypt_verify() {
 
 #[test]
 fn broken_validation_defers_only_mail_that_needs_dnssec() {
+    let broken = Dnssec::Broken("root DNSKEY bogus".into());
     let mut f = facts(TlsaState::NotLooked);
-    f.dnssec_working = false;
+    f.dnssec = &broken;
     f.mx_secure = false;
     assert!(matches!(
         decide(&req(&record(), &config("")), &f),
@@ -280,7 +281,16 @@ fn broken_validation_defers_only_mail_that_needs_dnssec() {
     rec.requiretls = true;
     let d = refusal(decide(&req(&rec, &config("")), &f));
     assert!(!d.permanent, "deferred, not bounced: {d:?}");
-    assert!(d.reason.contains("DNSSEC validation"));
+    assert!(d.reason.contains("root DNSKEY bogus"), "{d:?}");
+    // Switched off by the administrator: it can never be met.
+    f.dnssec = &Dnssec::Off;
+    assert!(refusal(decide(&req(&rec, &config("")), &f)).permanent);
+    // A relayhost route does not need DNSSEC for REQUIRETLS (RFC 8689 §2).
+    let cfg = config("relayhost = \"[relay.example.net]\"\n");
+    let r = requirements(&rec, &cfg, "a@b.example", "example.org", true);
+    f.relay_tls = Some(RelayTls::Starttls);
+    f.dnssec = &broken;
+    assert!(matches!(decide(&r, &f), HostDecision::Use(_)));
 }
 
 #[test]
