@@ -191,7 +191,7 @@ impl DaneVerifier {
         let mut path_error = None;
         for anchor in &anchors {
             match self.path_to(&leaf, end_entity, anchor, intermediates, now) {
-                Ok(()) => return self.check_names(&leaf),
+                Ok(()) => return self.check_names(&leaf, end_entity),
                 Err(err) => path_error = Some(err),
             }
         }
@@ -268,13 +268,18 @@ impl DaneVerifier {
     }
 
     /// Matches the leaf against the reference names (RFC 7672 §3.2.2,
-    /// §3.2.3): SAN DNS-IDs, wildcards only as the whole left-most label.
-    fn check_names(&self, leaf: &ParsedCertificate<'_>) -> Result<AuthMethod, String> {
-        let matched = self.reference_names.iter().any(|name| {
+    /// §3.2.3): its SAN DNS-IDs, wildcards only as the whole left-most
+    /// label; the last subject CN only when there is no DNS-ID at all.
+    fn check_names(
+        &self,
+        leaf: &ParsedCertificate<'_>,
+        leaf_der: &CertificateDer<'_>,
+    ) -> Result<AuthMethod, String> {
+        let by_san = self.reference_names.iter().any(|name| {
             ServerName::try_from(name.as_str())
                 .is_ok_and(|sn| rustls::client::verify_server_name(leaf, &sn).is_ok())
         });
-        if matched {
+        if by_san || self.matches_cn(leaf_der) {
             Ok(AuthMethod::DaneTa)
         } else {
             Err(format!(
@@ -282,6 +287,22 @@ impl DaneVerifier {
                 self.reference_names.join(", ")
             ))
         }
+    }
+
+    /// The CN fallback: only for a leaf without DNS-IDs.
+    fn matches_cn(&self, leaf_der: &CertificateDer<'_>) -> bool {
+        let Ok(cert) = webpki::EndEntityCert::try_from(leaf_der) else {
+            return false;
+        };
+        if cert.valid_dns_names().next().is_some() {
+            return false;
+        }
+        let Some(cn) = cn::last_common_name(cert.subject()) else {
+            return false;
+        };
+        self.reference_names
+            .iter()
+            .any(|name| cn::name_matches(&cn, name))
     }
 }
 
@@ -348,6 +369,8 @@ impl ServerCertVerifier for DaneVerifier {
             .supported_schemes()
     }
 }
+
+mod cn;
 
 #[cfg(test)]
 mod tests;

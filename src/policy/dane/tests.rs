@@ -463,6 +463,41 @@ fn dane_ee_record_does_not_serve_as_trust_anchor_rfc7672_section_3_1_1() {
     assert_eq!(verdict, CertVerification::Failed(NO_MATCH.to_owned()));
 }
 
+/// A leaf with no SAN and the given subject CN.
+fn issued_cn_only(issuer: &Issuer, cn: &str) -> Leaf {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = params(&[]);
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    let der = p.signed_by(&key, issuer).unwrap().der().clone();
+    Leaf { der, key }
+}
+
+#[test]
+fn dane_ta_uses_cn_only_without_dns_ids_rfc7672_section_3_2_3() {
+    let ca = root_ca();
+    let records = vec![rec(2, 1, 1, sha256(&ca_spki(&ca)))];
+    let cn_only = issued_cn_only(&ca, "mx.example.org");
+    let chain = [cn_only.der, ca.der().clone()];
+    let (_, verdict) = verify(records.clone(), &["mx.example.org"], true, &chain, now());
+    assert_eq!(verdict, CertVerification::Verified(AuthMethod::DaneTa));
+    let (_, verdict) = verify(records.clone(), &["other.example.org"], true, &chain, now());
+    assert!(failed_with(&verdict, "no reference name matched"));
+}
+
+#[test]
+fn dane_ta_ignores_cn_when_dns_ids_exist_rfc7672_section_3_2_3() {
+    let ca = root_ca();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = params(&["other.example.net"]);
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "mx.example.org");
+    let leaf = p.signed_by(&key, &ca).unwrap().der().clone();
+    let records = vec![rec(2, 1, 1, sha256(&ca_spki(&ca)))];
+    let chain = [leaf, ca.der().clone()];
+    let (_, verdict) = verify(records, &["mx.example.org"], true, &chain, now());
+    assert!(failed_with(&verdict, "no reference name matched"));
+}
+
 // ---------------------------------------------------------------------------
 // Handshakes
 
