@@ -119,6 +119,14 @@ fn record_matches(record: &Tlsa, cert: &[u8]) -> bool {
     }
 }
 
+/// A DANE-TA trust anchor candidate.
+struct Anchor {
+    /// The anchor's certificate, presented or from a `2 0 0` record.
+    cert: CertificateDer<'static>,
+    /// Whether it matched only by public key (selector SPKI).
+    key_only: bool,
+}
+
 /// A rustls certificate verifier for DANE-EE and DANE-TA (RFC 7672 §3).
 ///
 /// It records its verdict in a [`VerificationSlot`] and, when enforcing,
@@ -214,24 +222,34 @@ impl DaneVerifier {
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-    ) -> Vec<CertificateDer<'static>> {
+    ) -> Vec<Anchor> {
         let ta_records: Vec<&Tlsa> = self
             .records
             .iter()
             .filter(|r| r.usage == USAGE_DANE_TA)
             .collect();
-        let mut anchors: Vec<CertificateDer<'static>> = Vec::new();
+        let mut anchors: Vec<Anchor> = Vec::new();
         let presented = std::iter::once(end_entity).chain(intermediates);
         for cert in presented {
-            if ta_records.iter().any(|r| record_matches(r, cert)) {
-                anchors.push(cert.clone().into_owned());
+            let matching: Vec<&&Tlsa> = ta_records
+                .iter()
+                .filter(|r| record_matches(r, cert))
+                .collect();
+            if !matching.is_empty() {
+                anchors.push(Anchor {
+                    cert: cert.clone().into_owned(),
+                    key_only: matching.iter().all(|r| r.selector == SELECTOR_SPKI),
+                });
             }
         }
         for record in &ta_records {
             let full_cert = record.selector == SELECTOR_CERT && record.matching == MATCHING_FULL;
-            let der = CertificateDer::from(record.data.clone());
-            if full_cert && !anchors.contains(&der) {
-                anchors.push(der);
+            let cert = CertificateDer::from(record.data.clone());
+            if full_cert && !anchors.iter().any(|a| a.cert == cert) {
+                anchors.push(Anchor {
+                    cert,
+                    key_only: false,
+                });
             }
         }
         anchors
@@ -243,20 +261,27 @@ impl DaneVerifier {
         &self,
         leaf: &ParsedCertificate<'_>,
         leaf_der: &CertificateDer<'_>,
-        anchor: &CertificateDer<'_>,
+        anchor: &Anchor,
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<(), rustls::Error> {
         // The leaf itself matched a DANE-TA record: it is its own trust
         // anchor and there is no path to validate (RFC 5280 §6.1 checks
         // no dates on the anchor). Its names are still checked.
-        if anchor.as_ref() == leaf_der.as_ref() {
+        if anchor.cert.as_ref() == leaf_der.as_ref() {
             return Ok(());
         }
-        let anchor = webpki::anchor_from_trusted_cert(anchor)
-            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        let mut trust_anchor = webpki::anchor_from_trusted_cert(&anchor.cert)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?
+            .to_owned();
+        // Only the key is trusted when the record selects the SPKI, so the
+        // certificate's name constraints do not bind (RFC 7671 §5.2);
+        // with selector Cert(0) they do.
+        if anchor.key_only {
+            trust_anchor.name_constraints = None;
+        }
         let roots = RootCertStore {
-            roots: vec![anchor.to_owned()],
+            roots: vec![trust_anchor],
         };
         rustls::client::verify_server_cert_signed_by_trust_anchor(
             leaf,

@@ -498,6 +498,33 @@ fn dane_ta_ignores_cn_when_dns_ids_exist_rfc7672_section_3_2_3() {
     assert!(failed_with(&verdict, "no reference name matched"));
 }
 
+/// A root CA whose name constraints permit only `example.net`.
+fn constrained_root_ca() -> Issuer {
+    let mut p = ca_params("Constrained Root");
+    p.name_constraints = Some(rcgen::NameConstraints {
+        permitted_subtrees: vec![rcgen::GeneralSubtree::DnsName("example.net".to_owned())],
+        excluded_subtrees: Vec::new(),
+    });
+    Issuer::self_signed(p, rcgen::KeyPair::generate().unwrap()).unwrap()
+}
+
+#[test]
+fn dane_ta_cert_selector_applies_anchor_constraints_rfc7671_section_5_2() {
+    let ca = constrained_root_ca();
+    let leaf = issued(&ca, &["mx.example.org"]);
+    let chain = [leaf.der, ca.der().clone()];
+    let records = vec![rec(2, 0, 1, sha256(ca.der()))];
+    let (_, verdict) = verify(records, &["mx.example.org"], true, &chain, now());
+    assert!(
+        failed_with(&verdict, "DANE-TA: no valid path"),
+        "{verdict:?}"
+    );
+    // The same anchor matched by its key alone carries no constraints.
+    let records = vec![rec(2, 1, 1, sha256(&ca_spki(&ca)))];
+    let (_, verdict) = verify(records, &["mx.example.org"], true, &chain, now());
+    assert_eq!(verdict, CertVerification::Verified(AuthMethod::DaneTa));
+}
+
 // ---------------------------------------------------------------------------
 // Handshakes
 
