@@ -373,6 +373,16 @@ fn dane_ta_any_reference_name_may_match_rfc7672_section_3_2_2() {
 }
 
 #[test]
+fn dane_ta_reference_names_tolerate_root_dot_and_case() {
+    let ca = root_ca();
+    let leaf = issued(&ca, &["mx.example.org"]);
+    let records = vec![rec(2, 1, 1, sha256(&ca_spki(&ca)))];
+    let chain = [leaf.der, ca.der().clone()];
+    let (_, verdict) = verify(records, &["MX.Example.ORG."], true, &chain, now());
+    assert_eq!(verdict, CertVerification::Verified(AuthMethod::DaneTa));
+}
+
+#[test]
 fn dane_ta_wildcard_left_most_label_only_rfc7672_section_3_2_3() {
     let ca = root_ca();
     let leaf = issued(&ca, &["*.example.org"]);
