@@ -29,4 +29,4 @@ pub use session::{
     deliver, Delivered, RecipientOutcome, RecipientSpec, SessionConfig, Timeouts, TlsMode,
     Transaction,
 };
-pub use tls::{AuthMethod, CertVerification, PkixVerifier, TlsInfo, VerifyPolicy};
+pub use tls::{AuthMethod, CertVerification, PkixVerifier, TlsInfo, TlsVersion, VerifyPolicy};

@@ -501,7 +501,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                 let name = self.cfg.server_name.clone();
                 self.error(stage, ErrorKind::InvalidServerName { name })
             })?;
-        let (config, slot) = tls::client_config(self.cfg.roots.clone(), policy)
+        let (config, slot) = tls::client_config(self.cfg.roots.clone(), policy, None)
             .map_err(|e| self.error(stage, ErrorKind::TlsConfig(e)))?;
         let plain = match self.stream.take() {
             Some(Stream::Plain(plain)) => plain,

@@ -9,7 +9,8 @@
 //! handshake on failure only when the session's policy demands it.
 //! Handshake signatures are always checked, whatever the policy.
 //!
-//! DANE (RFC 7672) will be another verifier beside [`PkixVerifier`].
+//! DANE (RFC 7672) is checked by [`DaneVerifier`] instead, built by
+//! [`dane_client_config`].
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -18,6 +19,9 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+use crate::policy::dane::DaneVerifier;
+use crate::policy::tlsa::Tlsa;
 
 /// How a server certificate was authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +58,7 @@ impl std::fmt::Display for AuthMethod {
 pub enum CertVerification {
     /// The certificate was authenticated by this method.
     Verified(AuthMethod),
-    /// The check failed; the reason comes from the PKIX verifier.
+    /// The check failed, for the reason given by the verifier.
     Failed(String),
     /// No check was made (the policy did not ask for one).
     NotChecked,
@@ -213,23 +217,92 @@ impl ServerCertVerifier for PkixVerifier {
     }
 }
 
+/// The lowest TLS version a session may negotiate. There is nothing below
+/// 1.2: RFC 8689 §4.2.1 and RFC 9325 §3.1 ask for TLS 1.2 or later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    /// TLS 1.2 (RFC 5246).
+    Tls12,
+    /// TLS 1.3 (RFC 8446).
+    Tls13,
+}
+
+/// A TLS version other than `1.2` or `1.3` was given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unsupported TLS version {0:?} (expected 1.2 or 1.3)")]
+pub struct UnknownTlsVersion(pub String);
+
+impl std::str::FromStr for TlsVersion {
+    type Err = UnknownTlsVersion;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "1.2" => Ok(Self::Tls12),
+            "1.3" => Ok(Self::Tls13),
+            other => Err(UnknownTlsVersion(other.to_owned())),
+        }
+    }
+}
+
+/// The rustls protocol versions allowed from `min` upwards (default 1.2).
+fn protocol_versions(
+    min: Option<TlsVersion>,
+) -> &'static [&'static rustls::SupportedProtocolVersion] {
+    static BOTH: [&rustls::SupportedProtocolVersion; 2] =
+        [&rustls::version::TLS13, &rustls::version::TLS12];
+    static TLS13_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+    match min {
+        None | Some(TlsVersion::Tls12) => &BOTH,
+        Some(TlsVersion::Tls13) => &TLS13_ONLY,
+    }
+}
+
+fn config_with_verifier(
+    provider: Arc<CryptoProvider>,
+    verifier: Arc<dyn ServerCertVerifier>,
+    min_version: Option<TlsVersion>,
+) -> Result<Arc<ClientConfig>, rustls::Error> {
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(protocol_versions(min_version))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// Builds a client configuration for one session: the ring provider (never
-/// the process default), TLS 1.2 and 1.3 only (RFC 8689 §4.2.1 and
-/// RFC 9325 §3.1 ask for TLS 1.2 or later), and a [`PkixVerifier`].
+/// the process default), TLS 1.2 and 1.3 only, or 1.3 only when
+/// `min_version` says so (see [`TlsVersion`]), and a [`PkixVerifier`].
 /// Returns the configuration and the slot holding the verifier's verdict.
 pub fn client_config(
     roots: Arc<RootCertStore>,
     policy: VerifyPolicy,
+    min_version: Option<TlsVersion>,
 ) -> Result<(Arc<ClientConfig>, VerificationSlot), rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = PkixVerifier::new(roots, provider.clone(), policy);
     let slot = verifier.slot();
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    Ok((Arc::new(config), slot))
+    let config = config_with_verifier(provider, Arc::new(verifier), min_version)?;
+    Ok((config, slot))
+}
+
+/// Builds a client configuration that authenticates the server by DANE
+/// (RFC 7672): like [`client_config`], with a [`DaneVerifier`] for
+/// `records` (the output of [`crate::policy::dane::usable`]) and
+/// `reference_names` (for DANE-TA). With `enforce` false a mismatch is
+/// recorded but does not fail the handshake. The caller sets the SNI to
+/// the TLSA base domain (RFC 7672 §8.1).
+pub fn dane_client_config(
+    records: Vec<Tlsa>,
+    reference_names: Vec<String>,
+    enforce: bool,
+    min_version: Option<TlsVersion>,
+) -> Result<(Arc<ClientConfig>, VerificationSlot), rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = DaneVerifier::new(records, reference_names, provider.clone(), enforce);
+    let slot = verifier.slot();
+    let config = config_with_verifier(provider, Arc::new(verifier), min_version)?;
+    Ok((config, slot))
 }
 
 /// Reads the negotiated parameters from an established client connection.
@@ -262,4 +335,35 @@ pub fn take_verdict(slot: &VerificationSlot) -> CertVerification {
         .unwrap_or_else(PoisonError::into_inner)
         .take()
         .unwrap_or(CertVerification::NotChecked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_version_parses_1_2_and_1_3_only() {
+        assert_eq!("1.2".parse::<TlsVersion>(), Ok(TlsVersion::Tls12));
+        assert_eq!("1.3".parse::<TlsVersion>(), Ok(TlsVersion::Tls13));
+        for bad in ["1.1", "1.0", "TLSv1.2", "", "1.4"] {
+            assert!(bad.parse::<TlsVersion>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn min_version_never_allows_below_1_2_rfc9325_section_3_1() {
+        let v = |min| -> Vec<rustls::ProtocolVersion> {
+            protocol_versions(min).iter().map(|v| v.version).collect()
+        };
+        let both = vec![
+            rustls::ProtocolVersion::TLSv1_3,
+            rustls::ProtocolVersion::TLSv1_2,
+        ];
+        assert_eq!(v(None), both);
+        assert_eq!(v(Some(TlsVersion::Tls12)), both);
+        assert_eq!(
+            v(Some(TlsVersion::Tls13)),
+            vec![rustls::ProtocolVersion::TLSv1_3]
+        );
+    }
 }
