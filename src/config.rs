@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::smtp::tls::TlsVersion;
+
 /// Where the configuration is read from when nothing else is given.
 pub const DEFAULT_CONFIG: &str = "/etc/smarthost/smarthost.toml";
 /// Where the secrets (relay credentials) are read from when nothing else is given.
@@ -134,7 +136,7 @@ struct TlsSection {
     ca_file: Option<PathBuf>,
     #[serde(default)]
     level: TlsLevel,
-    min_version: Option<TlsMin>,
+    min_version: Option<TlsVersion>,
     #[serde(default)]
     domain: BTreeMap<String, FileDomainTls>,
 }
@@ -143,7 +145,7 @@ struct TlsSection {
 #[serde(deny_unknown_fields)]
 struct FileDomainTls {
     level: Option<TlsLevel>,
-    min_version: Option<TlsMin>,
+    min_version: Option<TlsVersion>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,7 +158,7 @@ struct FileRule {
     #[serde(default)]
     require_dnssec: bool,
     tls_verify: Option<crate::envelope::VerifyMethod>,
-    tls_min: Option<TlsMin>,
+    tls_min: Option<TlsVersion>,
 }
 
 /// A duration: whole seconds, or a number with a unit (`90s`, `30m`,
@@ -232,35 +234,13 @@ impl TlsLevel {
     }
 }
 
-/// A minimum TLS version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
-pub enum TlsMin {
-    /// TLS 1.2.
-    #[serde(rename = "1.2")]
-    Tls12,
-    /// TLS 1.3.
-    #[serde(rename = "1.3")]
-    Tls13,
-}
-
-impl TlsMin {
-    /// Parses "1.2" or "1.3".
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "1.2" => Some(Self::Tls12),
-            "1.3" => Some(Self::Tls13),
-            _ => None,
-        }
-    }
-}
-
 /// The administrator's TLS policy for one recipient domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DomainTls {
     /// The level.
     pub level: TlsLevel,
     /// The lowest acceptable TLS version, if raised above 1.2.
-    pub min_version: Option<TlsMin>,
+    pub min_version: Option<TlsVersion>,
 }
 
 /// A `[[rule]]`: TLS requirements added to messages by sender and/or
@@ -278,7 +258,7 @@ pub struct Rule {
     /// Restricts the certificate check to one method.
     pub tls_verify: Option<crate::envelope::VerifyMethod>,
     /// Raises the minimum TLS version.
-    pub tls_min: Option<TlsMin>,
+    pub tls_min: Option<TlsVersion>,
 }
 
 impl Rule {
@@ -377,7 +357,7 @@ pub struct Config {
     /// The TLS level for destinations without their own.
     pub tls_level: TlsLevel,
     /// The lowest acceptable TLS version for all destinations, if raised.
-    pub tls_min_version: Option<TlsMin>,
+    pub tls_min_version: Option<TlsVersion>,
     /// Per recipient domain overrides (`[tls.domain."example.org"]`),
     /// keyed by A-label domain.
     pub tls_domains: BTreeMap<String, DomainTls>,
@@ -797,15 +777,15 @@ tls_verify = "dane"
         assert_eq!(c.domain_tls("other.example").level, TlsLevel::May);
         assert_eq!(
             c.domain_tls("other.example").min_version,
-            Some(TlsMin::Tls13)
+            Some(TlsVersion::Tls13)
         );
         let idn = c.domain_tls("xn--bcher-kva.example");
         assert_eq!(idn.level, TlsLevel::DaneOnly);
-        assert_eq!(idn.min_version, Some(TlsMin::Tls13), "inherits [tls]");
+        assert_eq!(idn.min_version, Some(TlsVersion::Tls13), "inherits [tls]");
         assert_eq!(c.domain_tls("BANK.example.").level, TlsLevel::Verify);
         assert_eq!(
             c.domain_tls("bank.example").min_version,
-            Some(TlsMin::Tls12)
+            Some(TlsVersion::Tls12)
         );
         assert_eq!(c.rules.len(), 2);
         assert!(c.rules[0].matches("hr.example.org", "anything.example"));

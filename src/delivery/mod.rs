@@ -324,6 +324,8 @@ impl Agent {
                 command: self.config.command_timeout,
                 ..Timeouts::default()
             },
+            dane: None,
+            min_version: None,
         };
         let txn = Transaction {
             sender: &entry.envelope.sender,

@@ -26,7 +26,7 @@
 pub mod dane;
 pub mod tlsa;
 
-use crate::config::{Config, TlsLevel, TlsMin};
+use crate::config::{Config, TlsLevel, TlsVersion};
 use crate::envelope::{SecurityRecord, VerifyMethod};
 use tlsa::Tlsa;
 
@@ -44,7 +44,7 @@ pub struct Requirements {
     pub verify: VerifyMethod,
     /// The lowest TLS version acceptable; `None` is 1.2, the floor of the
     /// TLS library (RFC 9325 §3.1.1).
-    pub min_version: Option<TlsMin>,
+    pub min_version: Option<TlsVersion>,
     /// The administrator's level for the destination.
     pub level: TlsLevel,
     /// The destination is the configured relayhost, not MX hosts.
@@ -72,7 +72,7 @@ pub fn requirements(
     let mut methods: Vec<VerifyMethod> = record.tls_verify.into_iter().collect();
     let mut min_version = [
         domain.min_version,
-        record.tls_min.as_deref().and_then(TlsMin::parse),
+        record.tls_min.as_deref().and_then(|v| v.parse().ok()),
     ]
     .into_iter()
     .flatten()
@@ -221,7 +221,7 @@ pub struct TlsPlan {
     /// The SNI and, for PKIX, the name checked.
     pub server_name: String,
     /// The lowest TLS version.
-    pub min_version: Option<TlsMin>,
+    pub min_version: Option<TlsVersion>,
     /// After a failed handshake, one retry in plaintext on a new
     /// connection is allowed (opportunistic mail only).
     pub plaintext_retry: bool,

@@ -227,7 +227,7 @@ fn rules_add_requirements_by_sender_and_recipient_domain() {
     );
     let r = req(&record(), &cfg);
     assert!(r.requiretls);
-    assert_eq!(r.min_version, Some(TlsMin::Tls13));
+    assert_eq!(r.min_version, Some(TlsVersion::Tls13));
     let other = requirements(&record(), &cfg, "bob@else.example", "other.example", false);
     assert!(!other.requiretls);
     assert_eq!(other.min_version, None);
@@ -238,9 +238,9 @@ fn minimum_version_is_the_highest_of_message_and_destination() {
     let mut rec = record();
     rec.tls_min = Some("1.2".into());
     let cfg = config("[tls]\nmin_version = \"1.3\"\n");
-    assert_eq!(req(&rec, &cfg).min_version, Some(TlsMin::Tls13));
+    assert_eq!(req(&rec, &cfg).min_version, Some(TlsVersion::Tls13));
     rec.tls_min = Some("1.3".into());
-    assert_eq!(req(&rec, &config("")).min_version, Some(TlsMin::Tls13));
+    assert_eq!(req(&rec, &config("")).min_version, Some(TlsVersion::Tls13));
 }
 
 #[test]

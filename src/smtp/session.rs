@@ -21,7 +21,7 @@ use super::command::{self, DotStuffer, MailOptions};
 use super::ehlo::{parse_ehlo, Capabilities};
 use super::error::{ErrorKind, SessionError, Stage};
 use super::reply::{Reply, ReplyParser};
-use super::tls::{self, CertVerification, TlsInfo, VerifyPolicy};
+use super::tls::{self, CertVerification, TlsInfo, TlsVersion, VerifyPolicy};
 use crate::envelope::{DsnRequest, Notify};
 
 /// How much of the message is written to the peer at a time.
@@ -101,6 +101,22 @@ pub struct SessionConfig {
     pub credentials: Option<(String, String)>,
     /// Timeouts for each step.
     pub timeouts: Timeouts,
+    /// Authenticate the server by DANE (RFC 7672) instead of PKIX: the
+    /// usable TLSA records and the reference names for DANE-TA. The SNI is
+    /// still [`SessionConfig::server_name`], which the caller sets to the
+    /// TLSA base domain (RFC 7672 §8.1).
+    pub dane: Option<DaneAuth>,
+    /// The lowest TLS version to negotiate (1.2 when `None`).
+    pub min_version: Option<TlsVersion>,
+}
+
+/// What a DANE check needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaneAuth {
+    /// Usable TLSA records (RFC 7672 §3.1.3).
+    pub records: Vec<crate::policy::tlsa::Tlsa>,
+    /// Reference identifiers for DANE-TA (RFC 7672 §3.2.2).
+    pub names: Vec<String>,
 }
 
 impl fmt::Debug for SessionConfig {
@@ -119,6 +135,8 @@ impl fmt::Debug for SessionConfig {
                     .map(|(user, _)| (user, "<redacted>")),
             )
             .field("timeouts", &self.timeouts)
+            .field("dane", &self.dane)
+            .field("min_version", &self.min_version)
             .finish()
     }
 }
@@ -501,8 +519,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                 let name = self.cfg.server_name.clone();
                 self.error(stage, ErrorKind::InvalidServerName { name })
             })?;
-        let (config, slot) = tls::client_config(self.cfg.roots.clone(), policy, None)
-            .map_err(|e| self.error(stage, ErrorKind::TlsConfig(e)))?;
+        let built = match &self.cfg.dane {
+            Some(dane) => tls::dane_client_config(
+                dane.records.clone(),
+                dane.names.clone(),
+                policy == VerifyPolicy::Enforce,
+                self.cfg.min_version,
+            ),
+            None => tls::client_config(self.cfg.roots.clone(), policy, self.cfg.min_version),
+        };
+        let (config, slot) = built.map_err(|e| self.error(stage, ErrorKind::TlsConfig(e)))?;
         let plain = match self.stream.take() {
             Some(Stream::Plain(plain)) => plain,
             other => {

@@ -219,11 +219,15 @@ impl ServerCertVerifier for PkixVerifier {
 
 /// The lowest TLS version a session may negotiate. There is nothing below
 /// 1.2: RFC 8689 §4.2.1 and RFC 9325 §3.1 ask for TLS 1.2 or later.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum TlsVersion {
     /// TLS 1.2 (RFC 5246).
+    #[serde(rename = "1.2")]
     Tls12,
     /// TLS 1.3 (RFC 8446).
+    #[serde(rename = "1.3")]
     Tls13,
 }
 

@@ -328,6 +328,8 @@ fn config(tls_mode: TlsMode) -> SessionConfig {
         server_name: "mx.example.org".to_owned(),
         roots: Arc::new(RootCertStore::empty()),
         credentials: None,
+        dane: None,
+        min_version: None,
         timeouts: Timeouts {
             greeting: short,
             command: short,
