@@ -5,6 +5,21 @@
 //! default file is not an error: `sendmail` works with no file at all. An
 //! unknown key or a bad value is an error that names the file, the line and
 //! the key (exit status 78, EX_CONFIG).
+//!
+//! DNS settings (`[dns]`):
+//!
+//! * `nameservers = ["IP", "IP:port"]`: ask these instead of resolv.conf.
+//! * `dnssec = "validate"` (the default): smarthost validates DNSSEC itself
+//!   (RFC 4035 §5) and gives every answer a status for DANE (RFC 7672
+//!   §2.1); the nameservers only have to pass DNSSEC records through.
+//!   `"off"`: no validation, every answer counts as insecure, so DANE never
+//!   applies. `"trust-ad"` (believe the nameserver's AD bit) is refused: the
+//!   resolver library does not report that bit reliably.
+//! * `trust_anchor = "FILE"`: DNSKEY records in zone-file presentation
+//!   format, as `dig DNSKEY .` prints them (`;` comments and blank lines
+//!   allowed), that replace the built-in IANA root keys; each key anchors
+//!   its owner name. The path is used as written. A bad file is an error
+//!   naming the file and the line.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -94,6 +109,21 @@ pub enum IpFamily {
     Ipv6,
 }
 
+/// Whether DNS answers are DNSSEC-validated (`[dns] dnssec`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DnssecMode {
+    /// Validate every answer from the trust anchor (`"validate"`).
+    #[default]
+    Validate,
+    /// No validation: every answer is insecure (`"off"`).
+    Off,
+}
+
+/// Why `dnssec = "trust-ad"` is refused, in one line.
+const TRUST_AD_REFUSED: &str = "\"trust-ad\" is not supported: hickory-resolver 0.26 does not \
+    report the AD bit reliably (it reads false even for validated answers), so smarthost \
+    validates DNSSEC itself; use \"validate\" (the default) or \"off\"";
+
 /// The file as written: every key optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -128,6 +158,8 @@ struct FileConfig {
 struct DnsSection {
     #[serde(default)]
     nameservers: Vec<String>,
+    dnssec: Option<String>,
+    trust_anchor: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -338,6 +370,10 @@ pub struct Config {
     pub aliases: BTreeMap<String, String>,
     /// Nameservers to ask instead of the system's resolv.conf.
     pub nameservers: Vec<SocketAddr>,
+    /// DNSSEC validation of DNS answers.
+    pub dnssec: DnssecMode,
+    /// DNSKEY records that replace the IANA root trust anchor.
+    pub trust_anchor: Option<PathBuf>,
     /// Extra trusted root certificates (PEM), beside the system's.
     pub ca_file: Option<PathBuf>,
     /// Destination port for MX delivery.
@@ -438,6 +474,27 @@ impl Config {
             .map(|s| parse_nameserver(s))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|m| invalid("dns.nameservers", m))?;
+        let dnssec = match file.dns.dnssec.as_deref() {
+            None | Some("validate") => DnssecMode::Validate,
+            Some("off") => DnssecMode::Off,
+            Some("trust-ad") => return Err(invalid("dns.dnssec", TRUST_AD_REFUSED.into())),
+            Some(other) => {
+                return Err(invalid(
+                    "dns.dnssec",
+                    format!("{other:?}: expected \"validate\" or \"off\""),
+                ))
+            }
+        };
+        if let Some(anchor) = &file.dns.trust_anchor {
+            if dnssec == DnssecMode::Off {
+                return Err(invalid(
+                    "dns.trust_anchor",
+                    "has no effect with dns.dnssec = \"off\"".into(),
+                ));
+            }
+            crate::routing::TrustAnchor::load(anchor)
+                .map_err(|m| invalid("dns.trust_anchor", m))?;
+        }
         if let Some(ca) = &file.tls.ca_file {
             if !ca.is_file() {
                 return Err(invalid(
@@ -511,6 +568,8 @@ impl Config {
             secrets_file: file.secrets_file.unwrap_or_else(|| DEFAULT_SECRETS.into()),
             aliases: file.aliases,
             nameservers,
+            dnssec,
+            trust_anchor: file.dns.trust_anchor,
             ca_file: file.tls.ca_file,
             smtp_port: file.smtp.port.unwrap_or(25),
             bind_address: file.smtp.bind_address,
@@ -725,6 +784,64 @@ mod tests {
         assert_eq!(c.nameservers[1], "[::1]:53".parse().unwrap());
         assert_eq!(c.nameservers[2], "[::1]:54".parse().unwrap());
         assert!(Config::from_toml("[dns]\nnameservers = [\"nope\"]\n", None).is_err());
+    }
+
+    #[test]
+    fn dnssec_modes() {
+        let c = Config::from_toml("", None).unwrap();
+        assert_eq!(c.dnssec, DnssecMode::Validate);
+        assert!(c.trust_anchor.is_none());
+        let c = Config::from_toml("[dns]\ndnssec = \"validate\"\n", None).unwrap();
+        assert_eq!(c.dnssec, DnssecMode::Validate);
+        let c = Config::from_toml("[dns]\ndnssec = \"off\"\n", None).unwrap();
+        assert_eq!(c.dnssec, DnssecMode::Off);
+        let e = Config::from_toml("[dns]\ndnssec = \"maybe\"\n", None).unwrap_err();
+        assert!(e.to_string().contains("dns.dnssec"), "{e}");
+    }
+
+    #[test]
+    fn trust_ad_is_refused_with_the_reason() {
+        let e = Config::from_toml("[dns]\ndnssec = \"trust-ad\"\n", Some(Path::new("/x.toml")))
+            .unwrap_err();
+        let shown = e.to_string();
+        assert!(matches!(e, ConfigError::Invalid { .. }), "{shown}");
+        assert!(shown.starts_with("/x.toml: dns.dnssec: "), "{shown}");
+        assert!(
+            shown.contains("not supported") && shown.contains("AD bit"),
+            "{shown}"
+        );
+        assert!(!shown.contains('\n'), "one line: {shown}");
+    }
+
+    #[test]
+    fn trust_anchor_file_is_checked_and_kept_as_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("root.key");
+        let key = hickory_resolver::proto::dnssec::TrustAnchors::default()
+            .get(0)
+            .unwrap()
+            .clone();
+        let dnskey = hickory_resolver::proto::dnssec::rdata::DNSKEY::with_flags(257, key);
+        std::fs::write(&good, format!("; root\n. 172800 IN DNSKEY {dnskey}\n")).unwrap();
+        let text = format!("[dns]\ntrust_anchor = {:?}\n", good.to_str().unwrap());
+        let c = Config::from_toml(&text, None).unwrap();
+        assert_eq!(c.trust_anchor.as_deref(), Some(good.as_path()));
+
+        let bad = dir.path().join("bad.key");
+        std::fs::write(&bad, "; root\n\n. 172800 IN DNSKEY 257 3 8 @@@\n").unwrap();
+        let text = format!("[dns]\ntrust_anchor = {:?}\n", bad.to_str().unwrap());
+        let e = Config::from_toml(&text, None).unwrap_err().to_string();
+        assert!(e.contains(&format!("{}: line 3:", bad.display())), "{e}");
+
+        let missing = format!("[dns]\ntrust_anchor = {:?}\n", "/nonexistent/anchor");
+        let e = Config::from_toml(&missing, None).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/anchor"), "{e}");
+
+        let off = format!(
+            "[dns]\ndnssec = \"off\"\ntrust_anchor = {:?}\n",
+            good.to_str().unwrap()
+        );
+        assert!(Config::from_toml(&off, None).is_err());
     }
 
     #[test]

@@ -175,9 +175,9 @@ impl Agent {
                 }],
                 relay.port,
             )),
-            (Some(relay), true) => Ok((self.router.mx_hosts(&relay.host).await?, relay.port)),
+            (Some(relay), true) => Ok((self.router.mx_hosts(&relay.host).await?.hosts, relay.port)),
             _ => Ok((
-                self.router.mx_hosts(&destination.label).await?,
+                self.router.mx_hosts(&destination.label).await?.hosts,
                 self.config.smtp_port,
             )),
         }
@@ -216,7 +216,7 @@ impl Agent {
                     continue;
                 }
             };
-            for ip in addresses {
+            for ip in addresses.ips {
                 if !self.family_allowed(ip) {
                     continue;
                 }

@@ -110,12 +110,15 @@ impl Drop for TestEnv {
 
 /// The configuration snippet pointing the binary at the fake peers:
 /// `nameservers` at `dns`, SMTP on `smtp_port`, trusting `ca_pem_path`.
+/// DNSSEC validation is off: the fake zones are unsigned and there is no
+/// root above them to prove that (see `signed_dns` for validating tests).
 pub fn config_for(dns: &FakeDns, smtp_port: u16, ca_pem_path: &Path) -> String {
     format!(
         "hostname = \"client.example.net\"\n\
          submit_only = true\n\
          [dns]\n\
          nameservers = [\"{}\"]\n\
+         dnssec = \"off\"\n\
          [smtp]\n\
          port = {smtp_port}\n\
          [tls]\n\
