@@ -1,33 +1,44 @@
 //! Delivery: one attempt at every pending recipient of a queued message.
 //!
-//! Recipients are grouped by domain (or all together when a relayhost takes
-//! everything) and each group goes out in one SMTP transaction (RFC 5321
-//! §4.5.4.1 asks for one transaction per destination). For each group the
-//! [routing](crate::routing) layer gives the hosts in preference order; each
-//! address of each host is tried in turn until one session reaches a
-//! verdict. Per recipient, a 2xx is delivered, a 5xx is failed, and a 4xx
-//! or a connection that never got that far leaves it pending for a later
-//! run.
+//! Recipients are grouped by domain (through a relayhost, by the TLS
+//! requirements that apply to them) and each group goes out in one SMTP
+//! transaction (RFC 5321 §4.5.4.1 asks for one transaction per
+//! destination). For each group the [routing](crate::routing) layer gives
+//! the hosts in preference order with the DNSSEC status of each answer;
+//! the [policy](crate::policy) layer decides, host by host, whether the
+//! message may use it and how (DANE, PKIX, opportunistic TLS, REQUIRETLS);
+//! each address of a usable host is tried in turn until one session
+//! reaches a verdict. Per recipient, a 2xx is delivered, a 5xx is failed,
+//! and a 4xx or a connection that never got that far leaves it pending for
+//! a later run. A REQUIRETLS message fails at once only when every host
+//! was refused structurally (RFC 8689 §4.2.1: none offers REQUIRETLS after
+//! STARTTLS, or the MX cannot be validated).
 //!
 //! The attempt writes one structured log line per connection (queue id,
-//! domain, host, address, TLS, certificate outcome, reply) and records the
-//! result in each recipient's state.
+//! domain, host, address, DNSSEC status of the MX, policy, TLS version and
+//! cipher, verification method, REQUIRETLS, reply) and records the result
+//! and the protection it had in each recipient's state.
 
 mod connect;
 pub mod run;
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::{Config, ConfigError, RelayTls, Secrets};
+use tokio::sync::OnceCell;
+
+use crate::config::{Config, ConfigError, DnssecMode, Secrets};
+use crate::policy::{
+    self, dane, Authentication, Dnssec, HostDecision, HostFacts, Refusal, Requirements, StartTls,
+    TlsPlan, TlsaState,
+};
 use crate::queue::file::RecipientSpec;
-use crate::queue::record::{AttemptResult, QueueEntry, RecipientStatus, TlsSummary};
-use crate::routing::{MxHost, RouteError, Router};
+use crate::queue::record::{AttemptResult, Protection, QueueEntry, RecipientStatus, TlsSummary};
+use crate::routing::{Addresses, MxHost, MxSet, RouteError, Router, Security};
 use crate::smtp::{
-    self, CertVerification, Delivered, Disposition, ErrorKind, SessionConfig, SessionError, Stage,
-    Timeouts, TlsInfo, TlsMode, Transaction,
+    self, CertVerification, DaneAuth, Delivered, Disposition, ErrorKind, SessionConfig,
+    SessionError, Stage, Timeouts, TlsInfo, TlsMode, Transaction,
 };
 
 /// Errors that stop a delivery agent from starting.
@@ -57,18 +68,27 @@ struct Verdict {
     result: AttemptResult,
 }
 
-/// Where a group of recipients goes.
+/// Where a group of recipients goes, and what the message needs there.
 struct Destination {
     /// The recipient domain, or the relay's name.
     label: String,
+    /// The recipient domain the requirements were worked out for.
+    domain: String,
     /// The relay, when one is configured.
     relay: bool,
+    /// The message's requirements for this destination.
+    req: Requirements,
 }
 
 /// Delivers queued messages.
 pub struct Agent {
     config: Config,
     router: Router,
+    /// A resolver without validation, used for the whole run when
+    /// validation was found not working, so that mail which does not need
+    /// DNSSEC still goes out.
+    fallback: Option<Router>,
+    dnssec: OnceCell<Dnssec>,
     roots: Arc<rustls::RootCertStore>,
     credentials: Option<(String, String)>,
 }
@@ -78,6 +98,13 @@ impl Agent {
     /// (the system's and `[tls] ca_file`), and relay credentials.
     pub fn new(config: Config) -> Result<Self, SetupError> {
         let router = Router::new(&config)?;
+        let fallback = if router.validating() {
+            let mut plain = config.clone();
+            plain.dnssec = DnssecMode::Off;
+            Some(Router::new(&plain)?)
+        } else {
+            None
+        };
         let roots = Arc::new(load_roots(config.ca_file.as_deref())?);
         let credentials = match (&config.relayhost, Secrets::load(&config.secrets_file)?) {
             (Some(_), Some(s)) => s.relay_user.zip(s.relay_password),
@@ -86,6 +113,8 @@ impl Agent {
         Ok(Self {
             config,
             router,
+            fallback,
+            dnssec: OnceCell::new(),
             roots,
             credentials,
         })
@@ -94,6 +123,38 @@ impl Agent {
     /// The configuration the agent runs with.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Whether DNSSEC validation works, checked once per agent (that is,
+    /// per queue run): the trust anchor's DNSKEY RRset must come back
+    /// secure. When it does not, mail that needs DNSSEC waits with a reason
+    /// that says so, and other mail goes out through a resolver that does
+    /// not validate.
+    pub async fn dnssec(&self) -> &Dnssec {
+        self.dnssec
+            .get_or_init(|| async {
+                if !self.router.validating() {
+                    return Dnssec::Off;
+                }
+                match self.router.check_validation().await {
+                    Ok(()) => Dnssec::Working,
+                    Err(e) => {
+                        tracing::error!(error = %e,
+                            "DNSSEC validation is not working: REQUIRETLS and DANE-required mail \
+                             waits; other mail goes out without DNSSEC");
+                        Dnssec::Broken(e.to_string())
+                    }
+                }
+            })
+            .await
+    }
+
+    /// The resolver for this run.
+    pub async fn router(&self) -> &Router {
+        match (self.dnssec().await, &self.fallback) {
+            (Dnssec::Broken(_), Some(fallback)) => fallback,
+            _ => &self.router,
+        }
     }
 
     /// Makes one attempt at every pending recipient of `entry` and updates
@@ -129,62 +190,77 @@ impl Agent {
         i64::try_from(min.saturating_mul(factor).min(max)).unwrap_or(i64::MAX)
     }
 
-    /// Pending recipients grouped by destination.
+    /// Pending recipients grouped by destination: by recipient domain for
+    /// MX delivery; through a relayhost, by the requirements that apply
+    /// (rules and levels may differ between recipient domains), so that
+    /// recipients with the same needs share one transaction.
     fn groups(&self, entry: &QueueEntry) -> Vec<(Destination, Vec<usize>)> {
-        if let Some(relay) = &self.config.relayhost {
-            let all: Vec<usize> = entry.pending().collect();
-            if all.is_empty() {
-                return Vec::new();
-            }
-            let destination = Destination {
-                label: relay.host.clone(),
-                relay: true,
-            };
-            return vec![(destination, all)];
-        }
-        let mut by_domain: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        let env = &entry.envelope;
+        let mut groups: Vec<(Destination, Vec<usize>)> = Vec::new();
         for i in entry.pending() {
             let address = &entry.recipients[i].address;
-            let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
-            by_domain
-                .entry(domain.to_ascii_lowercase())
-                .or_default()
-                .push(i);
+            let domain = address
+                .rsplit_once('@')
+                .map_or("", |(_, d)| d)
+                .to_ascii_lowercase();
+            let relay = self.config.relayhost.as_ref();
+            let req = policy::requirements(
+                &env.security,
+                &self.config,
+                &env.sender,
+                &domain,
+                relay.is_some(),
+            );
+            let same = |d: &Destination| match relay {
+                Some(_) => d.req == req,
+                None => d.domain == domain,
+            };
+            if let Some((_, members)) = groups.iter_mut().find(|(d, _)| same(d)) {
+                members.push(i);
+                continue;
+            }
+            let label = relay.map_or_else(|| domain.clone(), |r| r.host.clone());
+            let destination = Destination {
+                label,
+                domain,
+                relay: relay.is_some(),
+                req,
+            };
+            groups.push((destination, vec![i]));
         }
-        by_domain
-            .into_iter()
-            .map(|(label, idx)| {
-                (
-                    Destination {
-                        label,
-                        relay: false,
-                    },
-                    idx,
-                )
-            })
-            .collect()
+        groups
     }
 
-    async fn hosts_for(&self, destination: &Destination) -> Result<(Vec<MxHost>, u16), RouteError> {
+    async fn hosts_for(
+        &self,
+        router: &Router,
+        destination: &Destination,
+    ) -> Result<(MxSet, u16), RouteError> {
         match (&self.config.relayhost, destination.relay) {
             (Some(relay), true) if !relay.mx_lookup => Ok((
-                vec![MxHost {
-                    name: relay.host.clone(),
-                    preference: 0,
-                    implicit: false,
-                }],
+                MxSet {
+                    hosts: vec![MxHost {
+                        name: relay.host.clone(),
+                        preference: 0,
+                        implicit: false,
+                    }],
+                    security: Security::Insecure,
+                },
                 relay.port,
             )),
-            (Some(relay), true) => Ok((self.router.mx_hosts(&relay.host).await?.hosts, relay.port)),
+            (Some(relay), true) => Ok((router.mx_hosts(&relay.host).await?, relay.port)),
             _ => Ok((
-                self.router.mx_hosts(&destination.label).await?.hosts,
+                router.mx_hosts(&destination.label).await?,
                 self.config.smtp_port,
             )),
         }
     }
 
     /// Tries the hosts of one destination in order until one session gives
-    /// a verdict for the recipients.
+    /// a verdict for the recipients. Each host is first put through the
+    /// [policy](crate::policy): a host the message cannot use is passed
+    /// over (RFC 8689 §4.2.1: try every MX host in turn; RFC 7672 §2.2:
+    /// MX preference wins over security).
     async fn deliver_group(
         &self,
         entry: &QueueEntry,
@@ -192,7 +268,15 @@ impl Agent {
         indexes: &[usize],
         message: &[u8],
     ) -> Vec<Verdict> {
-        let (hosts, port) = match self.hosts_for(destination).await {
+        let dnssec = self.dnssec().await;
+        let router = self.router().await;
+        let req = &destination.req;
+        if req.tls_optional {
+            tracing::info!(queue_id = %entry.id(), rcpt_domain = %destination.domain,
+                "TLS-Required: No: the sender asked to set the recipient's TLS policy aside \
+                 (RFC 8689 §4.2.2)");
+        }
+        let (mx, port) = match self.hosts_for(router, destination).await {
             Ok(v) => v,
             Err(e) => {
                 tracing::info!(queue_id = %entry.id(), rcpt_domain = %destination.label,
@@ -200,40 +284,129 @@ impl Agent {
                 return uniform(indexes.len(), route_verdict(&e));
             }
         };
+        let mx_secure = mx.security == Security::Secure;
         let specs: Vec<RecipientSpec> = indexes.iter().map(|&i| recipient_spec(entry, i)).collect();
-        let mut last = None;
-        for host in &hosts {
-            let addresses = match self
-                .router
-                .addresses(&host.name, self.config.ip_family)
-                .await
-            {
+        let mut outcomes = Outcomes::default();
+        for host in &mx.hosts {
+            let addresses = match router.addresses(&host.name, self.config.ip_family).await {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::info!(queue_id = %entry.id(), rcpt_domain = %destination.label,
                         mx = %host.name, error = %e, "no usable address");
-                    last = Some(route_verdict(&e).into_transient());
+                    outcomes.add(route_verdict(&e).into_transient(), false);
                     continue;
                 }
             };
-            for ip in addresses.ips {
+            let address_secure = addresses.security == Security::Secure;
+            let trusted_name = destination.relay || mx_secure;
+            let tlsa = if policy::wants_tlsa(req, trusted_name, address_secure) {
+                self.tlsa_state(router, host, &addresses, port).await
+            } else {
+                TlsaState::NotLooked
+            };
+            let facts = HostFacts {
+                host: &host.name,
+                recipient_domain: &destination.domain,
+                mx_secure: trusted_name,
+                address_secure,
+                tlsa,
+                dnssec,
+                relay_tls: destination.relay.then_some(self.config.relayhost_tls),
+            };
+            let protection = Protection {
+                mx_dnssec: if destination.relay {
+                    address_secure
+                } else {
+                    mx_secure
+                },
+                verification: "none".into(),
+                policy: String::new(),
+                requiretls: false,
+                tls_required_no: req.tls_optional,
+            };
+            let plan = match policy::decide(req, &facts) {
+                HostDecision::Use(plan) => plan,
+                HostDecision::Skip(refusal) => {
+                    tracing::info!(queue_id = %entry.id(), rcpt_domain = %destination.label,
+                        mx = %host.name, status = refusal.status, reason = %refusal.reason,
+                        "host not used for this message");
+                    outcomes.add(
+                        refusal_verdict(&refusal, host, protection),
+                        refusal.permanent,
+                    );
+                    continue;
+                }
+            };
+            let protection = Protection {
+                policy: plan.basis.into(),
+                ..protection
+            };
+            let mut tried = false;
+            for &ip in &addresses.ips {
                 if !self.family_allowed(ip) {
                     continue;
                 }
+                tried = true;
+                let target = Target {
+                    host,
+                    ip,
+                    port,
+                    plan: &plan,
+                    protection: &protection,
+                };
                 match self
-                    .attempt(entry, destination, host, ip, port, &specs, message)
+                    .attempt(entry, destination, &target, &specs, message)
                     .await
                 {
                     Attempt::Final(verdicts) => return verdicts,
-                    Attempt::TryNext(verdict) => last = Some(*verdict),
+                    Attempt::TryNext(verdict, structural) => outcomes.add(*verdict, structural),
                 }
             }
+            if !tried {
+                outcomes.add(
+                    Verdict {
+                        status: RecipientStatus::Pending,
+                        result: result_without_host(
+                            "4.4.4",
+                            format!("{}: no address usable from here", host.name),
+                        ),
+                    },
+                    false,
+                );
+            }
         }
-        let verdict = last.unwrap_or_else(|| Verdict {
-            status: RecipientStatus::Pending,
-            result: result_without_host("4.4.4", "no usable address for any MX host".into()),
-        });
-        uniform(indexes.len(), verdict)
+        outcomes.finish(indexes.len())
+    }
+
+    /// The TLSA records for a host (RFC 7672 §2.2.2, §2.2.3): the
+    /// CNAME-expanded name first, when the expansion was secure, then the
+    /// original name; the first secure non-empty RRset gives the base
+    /// domain. Any lookup failure makes the host unusable for DANE.
+    async fn tlsa_state(
+        &self,
+        router: &Router,
+        host: &MxHost,
+        addresses: &Addresses,
+        port: u16,
+    ) -> TlsaState {
+        let mut candidates = Vec::with_capacity(2);
+        if addresses.canonical != host.name && addresses.security == Security::Secure {
+            candidates.push(addresses.canonical.clone());
+        }
+        candidates.push(host.name.clone());
+        for base in candidates {
+            match router.tlsa(&base, port).await {
+                Ok(answer) if answer.security == Security::Secure && !answer.records.is_empty() => {
+                    return TlsaState::Secure {
+                        usable: dane::usable(&answer.records),
+                        base,
+                    };
+                }
+                Ok(_) => {}
+                Err(e) => return TlsaState::Failed(e.to_string()),
+            }
+        }
+        TlsaState::None
     }
 
     fn family_allowed(&self, ip: IpAddr) -> bool {
@@ -243,76 +416,70 @@ impl Agent {
         }
     }
 
-    fn tls_mode(&self, destination: &Destination) -> TlsMode {
-        if !destination.relay {
-            return TlsMode::Opportunistic;
-        }
-        match self.config.relayhost_tls {
-            RelayTls::Starttls => TlsMode::RequiredVerified,
-            RelayTls::Implicit => TlsMode::Implicit,
-            RelayTls::None => TlsMode::Plaintext,
-        }
-    }
-
     /// One connection to one address, with a plaintext retry when an
-    /// opportunistic handshake fails (the peer offered STARTTLS but could
-    /// not complete it; RFC 3207 §4.1 leaves the fallback to the client, and
-    /// nothing in this message's policy forbids it).
-    #[allow(clippy::too_many_arguments)]
+    /// opportunistic handshake fails and the plan allows it (RFC 3207 §4.1
+    /// leaves the fallback to the client; RFC 7672 §2.2 and RFC 8689
+    /// §4.2.1 forbid it for DANE and REQUIRETLS, which the plan reflects).
     async fn attempt(
         &self,
         entry: &QueueEntry,
         destination: &Destination,
-        host: &MxHost,
-        ip: IpAddr,
-        port: u16,
+        target: &Target<'_>,
         specs: &[RecipientSpec],
         message: &[u8],
     ) -> Attempt {
-        let mode = self.tls_mode(destination);
+        let mode = tls_mode(target.plan);
         let first = self
-            .session(entry, destination, host, ip, port, specs, message, mode)
+            .session(entry, destination, target, specs, message, mode)
             .await;
-        match first {
-            Err(e) if mode == TlsMode::Opportunistic && e.is_tls_handshake_failure() => self
-                .session(
+        let result = match first {
+            Err(e)
+                if mode == TlsMode::Opportunistic
+                    && target.plan.plaintext_retry
+                    && e.is_tls_handshake_failure() =>
+            {
+                self.session(
                     entry,
                     destination,
-                    host,
-                    ip,
-                    port,
+                    target,
                     specs,
                     message,
                     TlsMode::Plaintext,
                 )
                 .await
-                .map_or_else(
-                    |e| self.failed_attempt(host, ip, &e, specs.len()),
-                    |d| Attempt::Final(verdicts_from(&d, host, ip)),
-                ),
-            Err(e) => self.failed_attempt(host, ip, &e, specs.len()),
-            Ok(d) => Attempt::Final(verdicts_from(&d, host, ip)),
+            }
+            other => other,
+        };
+        match result {
+            Ok(d) => Attempt::Final(verdicts_from(&d, target)),
+            Err(e) => failed_attempt(target, &e, specs.len()),
         }
     }
 
     /// Connects and runs one SMTP session, logging one line for it.
-    #[allow(clippy::too_many_arguments)]
     async fn session(
         &self,
         entry: &QueueEntry,
         destination: &Destination,
-        host: &MxHost,
-        ip: IpAddr,
-        port: u16,
+        target: &Target<'_>,
         specs: &[RecipientSpec],
         message: &[u8],
         tls_mode: TlsMode,
     ) -> Result<Delivered, SessionError> {
         let started = Instant::now();
+        let plan = target.plan;
+        let dane = match (&plan.authentication, tls_mode) {
+            (_, TlsMode::Plaintext) => None,
+            (Authentication::Dane { records, names }, _) => Some(DaneAuth {
+                records: records.clone(),
+                names: names.clone(),
+            }),
+            _ => None,
+        };
         let cfg = SessionConfig {
             ehlo_name: self.config.hostname.clone(),
             tls_mode,
-            server_name: host.name.clone(),
+            server_name: plan.server_name.clone(),
             roots: self.roots.clone(),
             credentials: if destination.relay {
                 self.credentials.clone()
@@ -324,8 +491,8 @@ impl Agent {
                 command: self.config.command_timeout,
                 ..Timeouts::default()
             },
-            dane: None,
-            min_version: None,
+            dane,
+            min_version: plan.min_version,
         };
         let txn = Transaction {
             sender: &entry.envelope.sender,
@@ -341,11 +508,11 @@ impl Agent {
             message,
             eight_bit: entry.envelope.eight_bit,
             smtputf8: entry.envelope.smtputf8,
-            requiretls: entry.envelope.security.requiretls,
+            requiretls: plan.requiretls,
         };
         let result = match connect::connect(
-            ip,
-            port,
+            target.ip,
+            target.port,
             self.config.bind_address,
             self.config.connect_timeout,
         )
@@ -354,42 +521,125 @@ impl Agent {
             Ok(stream) => smtp::deliver(stream, &cfg, &txn).await,
             Err(e) => Err(SessionError::new(
                 Stage::Connect,
-                host.name.clone(),
+                target.host.name.clone(),
                 ErrorKind::Io(e),
             )),
         };
-        log_attempt(entry, destination, host, ip, &result, started);
+        log_attempt(entry, destination, target, &result, started);
         result
     }
+}
 
-    fn failed_attempt(&self, host: &MxHost, ip: IpAddr, e: &SessionError, n: usize) -> Attempt {
-        let permanent = e.disposition() == Disposition::Permanent;
-        let result = AttemptResult {
+/// One host and address to try, and how.
+struct Target<'a> {
+    host: &'a MxHost,
+    ip: IpAddr,
+    port: u16,
+    plan: &'a TlsPlan,
+    /// What the policy knew before connecting (DNSSEC, plan).
+    protection: &'a Protection,
+}
+
+/// The session's TLS mode for a plan.
+fn tls_mode(plan: &TlsPlan) -> TlsMode {
+    match plan.starttls {
+        StartTls::Never => TlsMode::Plaintext,
+        StartTls::Opportunistic => TlsMode::Opportunistic,
+        StartTls::Implicit => TlsMode::Implicit,
+        StartTls::Required => match (&plan.authentication, plan.enforce) {
+            (Authentication::None, _) | (_, false) => TlsMode::RequiredUnverified,
+            _ => TlsMode::RequiredVerified,
+        },
+    }
+}
+
+/// The results of the hosts tried for one destination, when none gave a
+/// final verdict.
+#[derive(Default)]
+struct Outcomes {
+    /// The first structural refusal, reported when every host was refused
+    /// that way.
+    first_structural: Option<Verdict>,
+    /// The latest transient result.
+    last: Option<Verdict>,
+    /// Some host failed in a way a retry may cure.
+    any_transient: bool,
+}
+
+impl Outcomes {
+    fn add(&mut self, verdict: Verdict, structural: bool) {
+        if structural {
+            self.first_structural.get_or_insert(verdict);
+        } else {
+            self.any_transient = true;
+            self.last = Some(verdict);
+        }
+    }
+
+    /// RFC 8689 §4.2.1 with the split of transient and structural failures:
+    /// when every host was refused structurally (none offers REQUIRETLS,
+    /// the MX cannot be validated), the recipients fail now; otherwise
+    /// they wait for the next run.
+    fn finish(self, n: usize) -> Vec<Verdict> {
+        let verdict = match (self.first_structural, self.any_transient, self.last) {
+            (Some(mut v), false, _) => {
+                v.status = RecipientStatus::Failed;
+                v
+            }
+            (_, _, Some(last)) => last.into_transient(),
+            (Some(v), true, None) => v.into_transient(),
+            (None, _, None) => Verdict {
+                status: RecipientStatus::Pending,
+                result: result_without_host("4.4.4", "no usable address for any MX host".into()),
+            },
+        };
+        uniform(n, verdict)
+    }
+}
+
+/// A failed session: a permanent refusal of the sender or the message ends
+/// the attempt for every recipient; a missing REQUIRETLS is structural for
+/// this host (the next host may have it); anything else moves on to the
+/// next address.
+fn failed_attempt(target: &Target<'_>, e: &SessionError, n: usize) -> Attempt {
+    let permanent = e.disposition() == Disposition::Permanent;
+    let mut protection = target.protection.clone();
+    protection.requiretls = target.plan.requiretls;
+    let result = AttemptResult {
+        at: now(),
+        host: Some(target.host.name.clone()),
+        ip: Some(target.ip.to_string()),
+        tls: None,
+        reply: e.reply().map(|r| r.text()),
+        status: status_of_error(e),
+        detail: e.to_string(),
+        protection: Some(protection),
+    };
+    let verdict = |status| Verdict { status, result };
+    match &e.kind {
+        ErrorKind::RequireTlsNotOffered => {
+            Attempt::TryNext(Box::new(verdict(RecipientStatus::Pending)), true)
+        }
+        _ if permanent && ends_transaction(e) => {
+            Attempt::Final(uniform(n, verdict(RecipientStatus::Failed)))
+        }
+        _ => Attempt::TryNext(Box::new(verdict(RecipientStatus::Pending)), false),
+    }
+}
+
+fn refusal_verdict(refusal: &Refusal, host: &MxHost, protection: Protection) -> Verdict {
+    Verdict {
+        status: RecipientStatus::Pending,
+        result: AttemptResult {
             at: now(),
             host: Some(host.name.clone()),
-            ip: Some(ip.to_string()),
+            ip: None,
             tls: None,
-            reply: e.reply().map(|r| r.text()),
-            status: status_of_error(e),
-            detail: e.to_string(),
-            protection: None,
-        };
-        // A permanent refusal of the sender or the message ends the attempt
-        // for every recipient; anything else moves on to the next address.
-        if permanent && ends_transaction(e) {
-            Attempt::Final(uniform(
-                n,
-                Verdict {
-                    status: RecipientStatus::Failed,
-                    result,
-                },
-            ))
-        } else {
-            Attempt::TryNext(Box::new(Verdict {
-                status: RecipientStatus::Pending,
-                result,
-            }))
-        }
+            reply: None,
+            status: refusal.status.into(),
+            detail: refusal.reason.clone(),
+            protection: Some(protection),
+        },
     }
 }
 
@@ -414,8 +664,9 @@ fn ends_transaction(e: &SessionError) -> bool {
 enum Attempt {
     /// The recipients have their verdicts.
     Final(Vec<Verdict>),
-    /// This address gave no verdict; the reason, if nothing better follows.
-    TryNext(Box<Verdict>),
+    /// This address gave no verdict; the reason, if nothing better follows,
+    /// and whether it is structural (see [`Outcomes`]).
+    TryNext(Box<Verdict>, bool),
 }
 
 impl Verdict {
@@ -469,8 +720,13 @@ fn result_without_host(status: &str, detail: String) -> AttemptResult {
 }
 
 /// Per-recipient verdicts from a completed session.
-fn verdicts_from(d: &Delivered, host: &MxHost, ip: IpAddr) -> Vec<Verdict> {
+fn verdicts_from(d: &Delivered, target: &Target<'_>) -> Vec<Verdict> {
     let tls = Some(tls_summary(d.tls.as_ref()));
+    let protection = Protection {
+        verification: verification_of(d.tls.as_ref()).into(),
+        requiretls: target.plan.requiretls,
+        ..target.protection.clone()
+    };
     d.recipients
         .iter()
         .map(|r| {
@@ -486,8 +742,8 @@ fn verdicts_from(d: &Delivered, host: &MxHost, ip: IpAddr) -> Vec<Verdict> {
                 status,
                 result: AttemptResult {
                     at: now(),
-                    host: Some(host.name.clone()),
-                    ip: Some(ip.to_string()),
+                    host: Some(target.host.name.clone()),
+                    ip: Some(target.ip.to_string()),
                     tls: tls.clone(),
                     reply: Some(reply.text()),
                     status: reply
@@ -498,11 +754,20 @@ fn verdicts_from(d: &Delivered, host: &MxHost, ip: IpAddr) -> Vec<Verdict> {
                         RecipientStatus::Failed => "refused by the receiving server".into(),
                         RecipientStatus::Pending => "temporarily refused".into(),
                     },
-                    protection: None,
+                    protection: Some(protection.clone()),
                 },
             }
         })
         .collect()
+}
+
+/// The authentication method a session achieved: `dane-ee`, `dane-ta`,
+/// `pkix`, or `none`.
+fn verification_of(tls: Option<&TlsInfo>) -> &'static str {
+    match tls.map(|t| &t.verification) {
+        Some(CertVerification::Verified(method)) => method.as_str(),
+        _ => "none",
+    }
 }
 
 fn class_status(code: u16) -> &'static str {
@@ -518,6 +783,17 @@ fn status_of_error(e: &SessionError) -> String {
         return reply
             .enhanced
             .map_or_else(|| class_status(reply.code).into(), |c| c.to_string());
+    }
+    // RFC 3463 and the RFC 5248 registry: X.7.30 REQUIRETLS support
+    // required (RFC 8689 §7), X.7.10 encryption needed, X.7.5
+    // cryptographic failure.
+    match &e.kind {
+        ErrorKind::RequireTlsNotOffered => return "5.7.30".into(),
+        ErrorKind::StartTlsNotOffered | ErrorKind::RequireTlsUnverified { .. } => {
+            return "4.7.10".into()
+        }
+        ErrorKind::CertificateRejected { .. } | ErrorKind::Tls(_) => return "4.7.5".into(),
+        _ => {}
     }
     match e.disposition() {
         Disposition::Permanent => "5.0.0".into(),
@@ -544,19 +820,25 @@ fn tls_summary(tls: Option<&TlsInfo>) -> TlsSummary {
     }
 }
 
-/// The one line per connection attempt.
+/// The one line per connection attempt: where, how protected, and what
+/// the server said.
 fn log_attempt(
     entry: &QueueEntry,
     destination: &Destination,
-    host: &MxHost,
-    ip: IpAddr,
+    target: &Target<'_>,
     result: &Result<Delivered, SessionError>,
     started: Instant,
 ) {
     let elapsed_ms = started.elapsed().as_millis() as u64;
+    let mx = &target.host.name;
+    let ip = target.ip;
+    let mx_dnssec = target.protection.mx_dnssec;
+    let policy = target.plan.basis;
+    let requiretls = target.plan.requiretls;
     match result {
         Ok(d) => {
             let tls = tls_summary(d.tls.as_ref());
+            let verification = verification_of(d.tls.as_ref());
             let reply = d
                 .data_reply
                 .as_ref()
@@ -564,15 +846,16 @@ fn log_attempt(
                 .map(|r| r.text())
                 .unwrap_or_default();
             let accepted = d.recipients.iter().filter(|r| r.accepted).count();
-            tracing::info!(queue_id = %entry.id(), rcpt_domain = %destination.label, mx = %host.name,
-                %ip, tls = %tls.version, cipher = %tls.cipher, certificate = %tls.certificate,
-                accepted, recipients = d.recipients.len(), %reply, elapsed_ms, "delivery attempt");
+            tracing::info!(queue_id = %entry.id(), rcpt_domain = %destination.label, %mx, %ip,
+                mx_dnssec, policy, tls = %tls.version, cipher = %tls.cipher,
+                certificate = %tls.certificate, verification, requiretls, accepted,
+                recipients = d.recipients.len(), %reply, elapsed_ms, "delivery attempt");
         }
         Err(e) => {
             let reply = e.reply().map(|r| r.text()).unwrap_or_default();
-            tracing::info!(queue_id = %entry.id(), rcpt_domain = %destination.label, mx = %host.name,
-                %ip, stage = %e.stage, disposition = ?e.disposition(), %reply, error = %e, elapsed_ms,
-                "delivery attempt failed");
+            tracing::info!(queue_id = %entry.id(), rcpt_domain = %destination.label, %mx, %ip,
+                mx_dnssec, policy, requiretls, stage = %e.stage, disposition = ?e.disposition(),
+                %reply, error = %e, elapsed_ms, "delivery attempt failed");
         }
     }
 }
