@@ -21,8 +21,17 @@ pub enum LogTarget {
     Detached,
 }
 
+/// `SMARTHOST_LOG` when set (an `EnvFilter` directive such as `debug` or
+/// `smarthost=trace`), else `default` for smarthost's own lines. The DNS
+/// library's own messages are shown only when they are errors: its
+/// warnings describe single answers that smarthost already classifies and
+/// reports in its own words.
 fn filter(default: &str) -> EnvFilter {
-    EnvFilter::try_from_env("SMARTHOST_LOG").unwrap_or_else(|_| EnvFilter::new(default))
+    EnvFilter::try_from_env("SMARTHOST_LOG").unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "{default},hickory_proto=error,hickory_resolver=error,hickory_net=error"
+        ))
+    })
 }
 
 /// Installs the global subscriber. `default_level` applies when

@@ -44,6 +44,32 @@ enum Command {
     /// Queue administration and delivery runs.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// Show what a delivery to DOMAIN would do and why, per MX host,
+    /// without sending mail (DNS, DNSSEC, TLSA, EHLO, STARTTLS, EHLO,
+    /// QUIT). Exit status 0: a message could be delivered now; 1: it could
+    /// not; 75: DNS failed temporarily.
+    Probe {
+        /// The recipient domain.
+        domain: String,
+        /// Probe for a REQUIRETLS message (RFC 8689).
+        #[arg(long)]
+        require_tls: bool,
+        /// Probe for a message that requires a DNSSEC-validated MX.
+        #[arg(long)]
+        require_dnssec: bool,
+        /// Restrict the certificate check to one method.
+        #[arg(long, value_name = "dane|pkix|any")]
+        tls_verify: Option<String>,
+        /// The lowest TLS version.
+        #[arg(long, value_name = "1.2|1.3")]
+        tls_min: Option<String>,
+        /// Probe for a message marked `TLS-Required: No` (RFC 8689 §3).
+        #[arg(long)]
+        tls_required_no: bool,
+        /// The envelope sender, for `[[rule]]` entries that match senders.
+        #[arg(long, value_name = "ADDRESS", default_value = "")]
+        sender: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,6 +160,30 @@ fn main_cli(mut args: Vec<OsString>) -> i32 {
             }
             sendmail::main(&args)
         }
+        Command::Probe {
+            domain,
+            require_tls,
+            require_dnssec,
+            tls_verify,
+            tls_min,
+            tls_required_no,
+            sender,
+        } => {
+            let record = match probe_record(
+                require_tls,
+                require_dnssec,
+                tls_verify,
+                tls_min,
+                tls_required_no,
+            ) {
+                Ok(r) => r,
+                Err(message) => {
+                    eprintln!("smarthost probe: {message}");
+                    return exitcode::USAGE;
+                }
+            };
+            with_config(config, |c| queue_cmd::probe(c, &domain, &sender, &record))
+        }
         Command::Mailq | Command::Queue(QueueCommand::List) => with_config(config, queue_cmd::list),
         Command::Queue(QueueCommand::Show { id }) => {
             with_config(config, |c| queue_cmd::show(c, &id))
@@ -151,6 +201,40 @@ fn main_cli(mut args: Vec<OsString>) -> i32 {
             with_config(config, |c| queue_cmd::run(c, &options, detached))
         }
     }
+}
+
+/// The security record `probe` pretends the message has.
+fn probe_record(
+    requiretls: bool,
+    require_dnssec: bool,
+    tls_verify: Option<String>,
+    tls_min: Option<String>,
+    tls_optional: bool,
+) -> Result<crate::envelope::SecurityRecord, String> {
+    use crate::envelope::VerifyMethod;
+    let tls_verify = match tls_verify.as_deref() {
+        None => None,
+        Some("dane") => Some(VerifyMethod::Dane),
+        Some("pkix") => Some(VerifyMethod::Pkix),
+        Some("any") => Some(VerifyMethod::Any),
+        Some(other) => {
+            return Err(format!(
+                "--tls-verify {other:?}: expected dane, pkix or any"
+            ))
+        }
+    };
+    let tls_min = match tls_min.as_deref() {
+        None => None,
+        Some(v @ ("1.2" | "1.3")) => Some(v.to_owned()),
+        Some(other) => return Err(format!("--tls-min {other:?}: expected 1.2 or 1.3")),
+    };
+    Ok(crate::envelope::SecurityRecord {
+        requiretls,
+        tls_optional,
+        require_dnssec,
+        tls_verify,
+        tls_min,
+    })
 }
 
 /// The index of the `sendmail` subcommand word, when only the global

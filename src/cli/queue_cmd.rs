@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::delivery::probe::ProbeVerdict;
 use crate::delivery::run::{self, RunOptions};
 use crate::delivery::{format_time, Agent};
 use crate::exitcode;
@@ -213,6 +214,49 @@ pub(super) fn init(config: &Config, group: Option<&str>) -> i32 {
         }
         Err(e) => queue_error(&e),
     }
+}
+
+/// `smarthost probe`: prints what a delivery to `domain` would do.
+pub(super) fn probe(
+    config: &Config,
+    domain: &str,
+    sender: &str,
+    record: &crate::envelope::SecurityRecord,
+) -> i32 {
+    let domain = match crate::config::normalise_domain(domain) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("smarthost probe: {e}");
+            return exitcode::USAGE;
+        }
+    };
+    logging::init(LogTarget::Stderr, "off", None);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("smarthost: cannot start the runtime: {e}");
+            return exitcode::OSERR;
+        }
+    };
+    runtime.block_on(async {
+        let agent = match Agent::new(config.clone()) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("smarthost: {e}");
+                return exitcode::CONFIG;
+            }
+        };
+        let report = agent.probe(&domain, sender, record).await;
+        print!("{}", report.text);
+        match report.verdict {
+            ProbeVerdict::Deliverable => exitcode::OK,
+            ProbeVerdict::Undeliverable => 1,
+            ProbeVerdict::DnsFailure => exitcode::TEMPFAIL,
+        }
+    })
 }
 
 /// One delivery run.

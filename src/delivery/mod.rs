@@ -20,6 +20,7 @@
 //! and the protection it had in each recipient's state.
 
 mod connect;
+pub mod probe;
 pub mod run;
 
 use std::net::IpAddr;

@@ -254,6 +254,47 @@ where
     result
 }
 
+/// What a probe session learnt.
+#[derive(Debug, Clone)]
+pub struct Probed {
+    /// The TLS session, if any.
+    pub tls: Option<TlsInfo>,
+    /// The capabilities a transaction would use (after STARTTLS, the
+    /// post-TLS EHLO's).
+    pub capabilities: Capabilities,
+}
+
+/// Runs a session up to the point where a transaction would start
+/// (greeting, EHLO, STARTTLS per [`TlsMode`], EHLO again) and quits,
+/// sending no mail: what `smarthost probe` uses to show what a delivery
+/// would get.
+pub async fn probe<S>(stream: S, cfg: &SessionConfig) -> Result<Probed, SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut session = Session {
+        stream: Some(Stream::Plain(stream)),
+        parser: ReplyParser::new(),
+        cfg,
+        tls: None,
+    };
+    let result = async {
+        if session.cfg.tls_mode == TlsMode::Implicit {
+            session.handshake(VerifyPolicy::Enforce).await?;
+        }
+        session.greeting().await?;
+        let caps = session.hello().await?;
+        let capabilities = session.negotiate_tls(caps).await?;
+        Ok(Probed {
+            tls: session.tls.clone(),
+            capabilities,
+        })
+    }
+    .await;
+    session.quit().await;
+    result
+}
+
 /// Refuses values that would change the commands they are put in.
 fn validate(cfg: &SessionConfig, txn: &Transaction<'_>) -> Result<(), SessionError> {
     let invalid = |stage, field, value: &str| {
