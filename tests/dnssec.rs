@@ -4,6 +4,7 @@
 //! Each test starts its own [`SignedDns`] (a fresh root key) and drives
 //! `smarthost::routing::Router` directly, configured as a user would: the
 //! server in `[dns] nameservers` and its root key in `[dns] trust_anchor`.
+//! The last tests run the binary in a [`World::signed`].
 
 mod support;
 
@@ -14,6 +15,7 @@ use smarthost::config::{Config, IpFamily};
 use smarthost::policy::tlsa::Tlsa;
 use smarthost::routing::{RouteError, Router, Security};
 use support::env::toml_string;
+use support::world::{World, MX1, MX2};
 use support::{SignedDns, SignedZones};
 
 /// The association data of every test TLSA record (a made-up SHA-256).
@@ -369,4 +371,72 @@ async fn address_literal_is_insecure_rfc7672_section_2_2() {
     let a = router.addresses("127.0.0.1", IpFamily::Any).await.unwrap();
     assert_eq!(a.security, Security::Insecure);
     assert_eq!(a.canonical, "127.0.0.1");
+}
+
+const MESSAGE: &str = "From: alice@example.net\nTo: bob@example\nSubject: hi\n\nHello.\n";
+
+/// `example` MX `mx1.example` (MX1), `bogus` MX `mx.bogus` (MX2).
+fn world_zones() -> SignedZones {
+    SignedZones::new()
+        .mx("example", 10, "mx1.example")
+        .a("mx1.example", &MX1.to_string())
+        .bogus_child("bogus", |z| {
+            z.mx("bogus", 10, "mx.bogus")
+                .a("mx.bogus", &MX2.to_string())
+        })
+}
+
+#[test]
+fn binary_delivers_to_a_secure_mx_through_the_validating_resolver() {
+    let world = World::signed(world_zones(), "");
+    let mx = world.mx(MX1, "mx1.example").start();
+    world.send(&["bob@example"], MESSAGE);
+    world.queue_run(&[]);
+    let got = mx.wait_for_messages(1, std::time::Duration::from_secs(10));
+    assert_eq!(got[0].rcpt_addrs(), ["bob@example"]);
+}
+
+#[test]
+fn binary_defers_a_bogus_mx_instead_of_bouncing_rfc7672_section_2_1_2() {
+    let world = World::signed(world_zones(), "");
+    let mx = world.mx(MX2, "mx.bogus").start();
+    world.send(&["bob@bogus"], MESSAGE);
+    world.queue_run(&[]);
+    let listing = world.mailq();
+    assert!(listing.contains("pending"), "{listing}");
+    assert!(listing.contains("4.4.3"), "{listing}");
+    assert_eq!(
+        mx.sessions(),
+        0,
+        "no connection to a host found by a bogus MX"
+    );
+}
+
+#[test]
+fn binary_refuses_dnssec_trust_ad_with_ex_config() {
+    let world = World::signed(world_zones(), "");
+    let config = world
+        .config()
+        .replace("dnssec = \"validate\"", "dnssec = \"trust-ad\"");
+    assert!(config.contains("trust-ad"));
+    world.env.write_config(&config);
+    let out = world.env.run(&["queue", "run"]);
+    assert_eq!(out.status, 78, "{}", out.stderr);
+    assert!(out.stderr.contains("not supported"), "{}", out.stderr);
+    assert!(out.stderr.contains("dns.dnssec"), "{}", out.stderr);
+}
+
+#[test]
+fn binary_refuses_a_bad_trust_anchor_naming_file_and_line() {
+    let world = World::signed(world_zones(), "");
+    let anchor = world.env.dir.path().join("root.key");
+    std::fs::write(&anchor, "; test\n. 3600 IN DNSKEY 257 3 15 @@@\n").unwrap();
+    let out = world.env.run(&["queue", "run"]);
+    assert_eq!(out.status, 78, "{}", out.stderr);
+    let expected = format!("{}: line 2:", anchor.display());
+    assert!(
+        out.stderr.contains(&expected),
+        "{expected} in {}",
+        out.stderr
+    );
 }
