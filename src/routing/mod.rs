@@ -749,6 +749,68 @@ mod tests {
     }
 
     #[test]
+    fn security_is_secure_only_when_every_part_is() {
+        use Security::{Insecure, Secure};
+        assert_eq!(Secure.and(Secure), Secure);
+        assert_eq!(Secure.and(Insecure), Insecure);
+        assert_eq!(Insecure.and(Secure), Insecure);
+        assert_eq!(serde_json::to_string(&Secure).unwrap(), "\"secure\"");
+        assert_eq!(
+            serde_json::from_str::<Security>("\"insecure\"").unwrap(),
+            Insecure
+        );
+    }
+
+    #[test]
+    fn bogus_defers_rfc7672_section_2_1_1() {
+        let e = RouteError::Bogus {
+            name: "example.org".into(),
+            rtype: "MX",
+            reason: "bad signature".into(),
+        };
+        assert!(!e.is_permanent());
+        assert_eq!(e.status(), "4.4.3");
+        assert!(e.to_string().contains("DNSSEC"), "{e}");
+    }
+
+    #[test]
+    fn cname_chain_is_followed_in_order_rfc7672_section_2_1_3() {
+        use hickory_resolver::proto::rr::rdata::{A, CNAME};
+        let n = |s: &str| Name::from_ascii(s).unwrap();
+        let cname =
+            |from: &str, to: &str| Record::from_rdata(n(from), 60, RData::CNAME(CNAME(n(to))));
+        let answers = vec![
+            // Out of order on purpose, plus one unrelated CNAME.
+            cname("b.example.", "c.example."),
+            cname("x.example.", "y.example."),
+            cname("a.example.", "b.example."),
+            Record::from_rdata(n("c.example."), 60, RData::A(A::new(192, 0, 2, 1))),
+        ];
+        let (end, chain) = follow_cnames(&n("a.example."), &answers);
+        assert_eq!(end, n("c.example."));
+        assert_eq!(chain.len(), 2);
+        let (end, chain) = follow_cnames(&n("c.example."), &answers);
+        assert_eq!(end, n("c.example."));
+        assert!(chain.is_empty());
+        // A loop stops instead of spinning.
+        let looped = vec![
+            cname("a.example.", "b.example."),
+            cname("b.example.", "a.example."),
+        ];
+        let (_, chain) = follow_cnames(&n("a.example."), &looped);
+        assert_eq!(chain.len(), 2);
+    }
+
+    #[test]
+    fn names_are_shown_without_the_final_dot() {
+        assert_eq!(
+            display_name(&Name::from_ascii("MX.Example.").unwrap()),
+            "mx.example"
+        );
+        assert_eq!(display_zone(&Name::root()), ".");
+    }
+
+    #[test]
     fn address_literals() {
         assert_eq!(
             address_literal("[192.0.2.1]"),

@@ -2,6 +2,7 @@
 //! the `smarthost` binary from a test.
 
 use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -113,17 +114,26 @@ impl Drop for TestEnv {
 /// DNSSEC validation is off: the fake zones are unsigned and there is no
 /// root above them to prove that (see `signed_dns` for validating tests).
 pub fn config_for(dns: &FakeDns, smtp_port: u16, ca_pem_path: &Path) -> String {
+    config_for_addr(dns.addr, "dnssec = \"off\"", smtp_port, ca_pem_path)
+}
+
+/// Like [`config_for`], for a DNS server at `dns` with extra `[dns]` lines.
+pub fn config_for_addr(
+    dns: SocketAddr,
+    dns_lines: &str,
+    smtp_port: u16,
+    ca_pem_path: &Path,
+) -> String {
     format!(
         "hostname = \"client.example.net\"\n\
          submit_only = true\n\
          [dns]\n\
-         nameservers = [\"{}\"]\n\
-         dnssec = \"off\"\n\
+         nameservers = [\"{dns}\"]\n\
+         {dns_lines}\n\
          [smtp]\n\
          port = {smtp_port}\n\
          [tls]\n\
          ca_file = {}\n",
-        dns.addr,
         toml_string(&ca_pem_path.to_string_lossy()),
     )
 }

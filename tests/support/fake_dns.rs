@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use hickory_server::net::runtime::{Time, TokioRuntimeProvider};
 use hickory_server::proto::op::{Metadata, ResponseCode};
-use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, MX, NS, SOA, TXT};
+use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, MX, NS, SOA, TLSA, TXT};
 use hickory_server::proto::rr::{LowerName, Name, RData, Record};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
@@ -139,6 +139,17 @@ impl ZoneBuilder {
         self.rdata(name, RData::CNAME(CNAME(fqdn(target))))
     }
 
+    /// `name TLSA usage selector matching data` (RFC 6698 §2.1).
+    pub fn tlsa(self, name: &str, usage: u8, selector: u8, matching: u8, data: &[u8]) -> Self {
+        let tlsa = TLSA::new(
+            usage.into(),
+            selector.into(),
+            matching.into(),
+            data.to_vec(),
+        );
+        self.rdata(name, RData::TLSA(tlsa))
+    }
+
     /// `name TXT "text"` (one character-string; split if over 255 octets).
     pub fn txt(self, name: &str, text: &str) -> Self {
         let strings = text
@@ -206,21 +217,28 @@ impl FakeDns {
             catalog,
             servfail: servfail.into_iter().map(LowerName::from).collect(),
         };
-        let (udp, tcp) = bind_udp_and_tcp();
-        let addr = udp.local_addr().expect("UDP socket address");
-        let _guard = runtime().enter();
-        let mut server = Server::new(filter);
-        server.register_socket(tokio::net::UdpSocket::from_std(udp).expect("register UDP"));
-        server.register_listener(
-            tokio::net::TcpListener::from_std(tcp).expect("register TCP"),
-            Duration::from_secs(5),
-            4096,
-        );
+        let (addr, server) = serve(filter);
         Self {
             addr,
             _server: server,
         }
     }
+}
+
+/// Serves `handler` over UDP and TCP on one free port of 127.0.0.1, on the
+/// shared test runtime; the server stops when dropped.
+pub fn serve<H: RequestHandler>(handler: H) -> (SocketAddr, Server<H>) {
+    let (udp, tcp) = bind_udp_and_tcp();
+    let addr = udp.local_addr().expect("UDP socket address");
+    let _guard = runtime().enter();
+    let mut server = Server::new(handler);
+    server.register_socket(tokio::net::UdpSocket::from_std(udp).expect("register UDP"));
+    server.register_listener(
+        tokio::net::TcpListener::from_std(tcp).expect("register TCP"),
+        Duration::from_secs(5),
+        4096,
+    );
+    (addr, server)
 }
 
 /// Binds UDP and TCP on the same free port of 127.0.0.1.
@@ -255,7 +273,10 @@ impl ServfailFilter {
 }
 
 /// Sends a SERVFAIL reply echoing the question.
-async fn send_servfail<R: ResponseHandler>(request: &Request, mut handle: R) -> ResponseInfo {
+pub(super) async fn send_servfail<R: ResponseHandler>(
+    request: &Request,
+    mut handle: R,
+) -> ResponseInfo {
     let response = MessageResponseBuilder::new(&request.queries, None)
         .error_msg(&request.metadata, ResponseCode::ServFail);
     match handle.send_response(response).await {

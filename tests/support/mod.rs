@@ -1,6 +1,7 @@
 //! Shared support for the integration tests: fake peers (an SMTP server
-//! standing in for MX hosts, an authoritative DNS server), run-time test
-//! certificates, and a private environment for running the `smarthost` binary.
+//! standing in for MX hosts, authoritative DNS servers, unsigned or under a
+//! private DNSSEC-signed root), run-time test certificates, and a private
+//! environment for running the `smarthost` binary.
 //!
 //! Use it from a test file with `mod support;` and `use support::...`. Every
 //! server listens on 127.0.0.0/8 only and runs on one shared background tokio
@@ -13,6 +14,7 @@ pub mod certs;
 pub mod env;
 pub mod fake_dns;
 pub mod fake_mx;
+pub mod signed_dns;
 pub mod world;
 
 use std::sync::OnceLock;
@@ -23,6 +25,7 @@ pub use certs::{self_signed, CertifiedKey, TestCa};
 pub use env::{config_for, Output, TestEnv};
 pub use fake_dns::{FakeDns, ZoneBuilder};
 pub use fake_mx::{free_port_on, FakeMx, FakeMxBuilder, ReceivedMessage};
+pub use signed_dns::{SignedDns, SignedZones};
 
 /// The runtime every fake server runs on; created on first use and kept for
 /// the life of the test process.

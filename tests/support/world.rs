@@ -1,12 +1,14 @@
 //! A ready test world: a queue, a fake DNS server with the standard test
-//! zone, a CA the binary trusts, and the one port every fake MX uses.
+//! zone (or a DNSSEC-signed root, see [`World::signed`]), a CA the binary
+//! trusts, and the one port every fake MX uses.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use super::env::toml_string;
+use super::env::{config_for_addr, toml_string};
 use super::{
-    config_for, free_port_on, FakeDns, FakeMx, FakeMxBuilder, Output, TestCa, TestEnv, ZoneBuilder,
+    config_for, free_port_on, FakeDns, FakeMx, FakeMxBuilder, Output, SignedDns, SignedZones,
+    TestCa, TestEnv, ZoneBuilder,
 };
 
 /// `mx1.example.org`, the preferred MX host of `example.org`.
@@ -23,7 +25,13 @@ pub struct World {
     pub env: TestEnv,
     pub ca: TestCa,
     pub port: u16,
-    _dns: FakeDns,
+    _dns: Dns,
+}
+
+/// The world's DNS server, kept running for the world's life.
+enum Dns {
+    Plain(FakeDns),
+    Signed(SignedDns),
 }
 
 impl World {
@@ -44,7 +52,33 @@ impl World {
             env,
             ca,
             port,
-            _dns: dns,
+            _dns: Dns::Plain(dns),
+        }
+    }
+
+    /// A world whose DNS is a private signed root serving `zones`, with
+    /// DNSSEC validation on and the root's key as `[dns] trust_anchor`.
+    pub fn signed(zones: SignedZones, extra_config: &str) -> Self {
+        let env = TestEnv::new();
+        let ca = TestCa::new();
+        let ca_path = env.dir.path().join("ca.pem");
+        ca.write_pem(&ca_path);
+        let port = free_port_on(&[MX1, MX2, MX3]);
+        let dns = SignedDns::start(zones);
+        let anchor = dns.trust_anchor_file(env.dir.path());
+        let dns_lines = format!(
+            "dnssec = \"validate\"\ntrust_anchor = {}",
+            toml_string(&anchor.to_string_lossy())
+        );
+        env.write_config(&format!(
+            "{extra_config}\n{}",
+            config_for_addr(dns.addr(), &dns_lines, port, &ca_path)
+        ));
+        Self {
+            env,
+            ca,
+            port,
+            _dns: Dns::Signed(dns),
         }
     }
 
