@@ -440,3 +440,15 @@ fn binary_refuses_a_bad_trust_anchor_naming_file_and_line() {
         out.stderr
     );
 }
+
+#[tokio::test]
+async fn unsigned_answers_without_a_chain_of_trust_are_bogus_rfc4035_section_5_5() {
+    // What a name server that strips DNSSEC records looks like to a
+    // validating resolver: no signed root above the answers.
+    let dns = support::FakeDns::start(vec![support::world::zone()]);
+    let text = format!("[dns]\nnameservers = [\"{}\"]\n", dns.addr);
+    let router = Router::new(&Config::from_toml(&text, None).unwrap()).unwrap();
+    let e = router.check_validation().await.unwrap_err();
+    assert!(!e.is_permanent(), "{e:?}");
+    expect_bogus(router.mx_hosts("example.org").await, "MX");
+}

@@ -23,12 +23,64 @@ use tokio_rustls::TlsConnector;
 
 use support::env::run_command;
 use support::{
-    config_for, free_port_on, runtime, self_signed, FakeDns, FakeMx, TestCa, TestEnv, ZoneBuilder,
+    config_for, free_port_on, runtime, self_signed, FakeDns, FakeMx, SignedDns, SignedZones,
+    TestCa, TestEnv, ZoneBuilder,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------- DNS
+
+#[test]
+fn signed_root_signatures_start_in_the_past_and_last_days() {
+    use hickory_resolver::proto::dnssec::rdata::DNSSECRData;
+    use hickory_resolver::proto::dnssec::{Proof, TrustAnchors};
+    use hickory_resolver::proto::rr::RData;
+
+    let dns = SignedDns::start(SignedZones::new().a("host.example", "127.0.0.10"));
+    let anchors: TrustAnchors = dns.root_dnskey().parse().expect("root DNSKEY parses");
+    let mut udp = ConnectionConfig::udp();
+    udp.port = dns.addr().port();
+    let ns = NameServerConfig::new(dns.addr().ip(), true, vec![udp]);
+    let mut opts = ResolverOpts::default();
+    opts.validate = true;
+    let r = Resolver::builder_with_config(
+        ResolverConfig::from_name_servers(vec![ns]),
+        TokioRuntimeProvider::default(),
+    )
+    .with_options(opts)
+    .with_trust_anchor(Arc::new(anchors))
+    .build()
+    .expect("build resolver");
+    let lookup = runtime()
+        .block_on(r.lookup("host.example.", RecordType::A))
+        .expect("A lookup");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32;
+    let a = lookup
+        .answers()
+        .iter()
+        .find(|rec| rec.record_type() == RecordType::A)
+        .expect("an A record");
+    assert_eq!(a.proof, Proof::Secure);
+    let sig = lookup
+        .answers()
+        .iter()
+        .find_map(|rec| match &rec.data {
+            RData::DNSSEC(DNSSECRData::RRSIG(sig)) => Some(sig.input().clone()),
+            _ => None,
+        })
+        .expect("an RRSIG over the A record");
+    let inception = sig.sig_inception.get();
+    let expiration = sig.sig_expiration.get();
+    assert!(inception + 1800 < now, "inception {inception} vs now {now}");
+    assert!(
+        expiration > now + 6 * 24 * 3600,
+        "expiration {expiration} vs now {now}"
+    );
+}
 
 fn resolver(dns: &FakeDns, connections: Vec<ConnectionConfig>) -> TokioResolver {
     let connections = connections
