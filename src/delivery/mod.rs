@@ -417,10 +417,8 @@ impl Agent {
         }
     }
 
-    /// One connection to one address, with a plaintext retry when an
-    /// opportunistic handshake fails and the plan allows it (RFC 3207 §4.1
-    /// leaves the fallback to the client; RFC 7672 §2.2 and RFC 8689
-    /// §4.2.1 forbid it for DANE and REQUIRETLS, which the plan reflects).
+    /// One connection to one address, with a plaintext retry where the
+    /// plan allows it.
     async fn attempt(
         &self,
         entry: &QueueEntry,
@@ -429,28 +427,11 @@ impl Agent {
         specs: &[RecipientSpec],
         message: &[u8],
     ) -> Attempt {
-        let mode = tls_mode(target.plan);
-        let first = self
-            .session(entry, destination, target, specs, message, mode)
+        let result = self
+            .with_plaintext_retry(target.plan, |mode| {
+                self.session(entry, destination, target, specs, message, mode)
+            })
             .await;
-        let result = match first {
-            Err(e)
-                if mode == TlsMode::Opportunistic
-                    && target.plan.plaintext_retry
-                    && e.is_tls_handshake_failure() =>
-            {
-                self.session(
-                    entry,
-                    destination,
-                    target,
-                    specs,
-                    message,
-                    TlsMode::Plaintext,
-                )
-                .await
-            }
-            other => other,
-        };
         match result {
             Ok(d) => Attempt::Final(verdicts_from(&d, target)),
             Err(e) => failed_attempt(target, &e, specs.len()),
@@ -469,32 +450,7 @@ impl Agent {
     ) -> Result<Delivered, SessionError> {
         let started = Instant::now();
         let plan = target.plan;
-        let dane = match (&plan.authentication, tls_mode) {
-            (_, TlsMode::Plaintext) => None,
-            (Authentication::Dane { records, names }, _) => Some(DaneAuth {
-                records: records.clone(),
-                names: names.clone(),
-            }),
-            _ => None,
-        };
-        let cfg = SessionConfig {
-            ehlo_name: self.config.hostname.clone(),
-            tls_mode,
-            server_name: plan.server_name.clone(),
-            roots: self.roots.clone(),
-            credentials: if destination.relay {
-                self.credentials.clone()
-            } else {
-                None
-            },
-            timeouts: Timeouts {
-                greeting: self.config.command_timeout,
-                command: self.config.command_timeout,
-                ..Timeouts::default()
-            },
-            dane,
-            min_version: plan.min_version,
-        };
+        let cfg = self.session_config(plan, tls_mode, destination.relay);
         let txn = Transaction {
             sender: &entry.envelope.sender,
             recipients: specs
@@ -528,6 +484,66 @@ impl Agent {
         };
         log_attempt(entry, destination, target, &result, started);
         result
+    }
+}
+
+impl Agent {
+    /// The session configuration for a plan: SNI and DANE records from the
+    /// plan (none in plaintext), relay credentials only for the relayhost.
+    fn session_config(&self, plan: &TlsPlan, tls_mode: TlsMode, relay: bool) -> SessionConfig {
+        let dane = match (&plan.authentication, tls_mode) {
+            (_, TlsMode::Plaintext) => None,
+            (Authentication::Dane { records, names }, _) => Some(DaneAuth {
+                records: records.clone(),
+                names: names.clone(),
+            }),
+            _ => None,
+        };
+        SessionConfig {
+            ehlo_name: self.config.hostname.clone(),
+            tls_mode,
+            server_name: plan.server_name.clone(),
+            roots: self.roots.clone(),
+            credentials: if relay {
+                self.credentials.clone()
+            } else {
+                None
+            },
+            timeouts: Timeouts {
+                greeting: self.config.command_timeout,
+                command: self.config.command_timeout,
+                ..Timeouts::default()
+            },
+            dane,
+            min_version: plan.min_version,
+        }
+    }
+
+    /// The first session per [`tls_mode`], then, when the plan allows it
+    /// and the handshake failed, one more in plaintext on a new connection
+    /// (RFC 3207 §4.1 leaves the fallback to the client; RFC 7672 §2.2 and
+    /// RFC 8689 §4.2.1 forbid it for DANE and REQUIRETLS, which the plan
+    /// reflects).
+    async fn with_plaintext_retry<T, F, Fut>(
+        &self,
+        plan: &TlsPlan,
+        run: F,
+    ) -> Result<T, SessionError>
+    where
+        F: Fn(TlsMode) -> Fut,
+        Fut: std::future::Future<Output = Result<T, SessionError>>,
+    {
+        let mode = tls_mode(plan);
+        match run(mode).await {
+            Err(e)
+                if mode == TlsMode::Opportunistic
+                    && plan.plaintext_retry
+                    && e.is_tls_handshake_failure() =>
+            {
+                run(TlsMode::Plaintext).await
+            }
+            other => other,
+        }
     }
 }
 

@@ -13,13 +13,11 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use super::{connect, tls_mode, Agent, Destination};
+use super::{connect, Agent, Destination};
 use crate::envelope::SecurityRecord;
 use crate::policy::{self, Authentication, HostDecision, HostFacts, TlsPlan, TlsaState};
 use crate::routing::{MxHost, RouteError, Security};
-use crate::smtp::{
-    self, CertVerification, DaneAuth, ErrorKind, SessionConfig, SessionError, Stage, Timeouts,
-};
+use crate::smtp::{self, CertVerification, ErrorKind, SessionError, Stage};
 
 /// What a probe found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,19 +179,9 @@ impl Agent {
         port: u16,
         plan: &TlsPlan,
     ) -> (String, bool) {
-        let mode = tls_mode(plan);
-        let first = self.probe_session(host, ip, port, plan, mode).await;
-        let result = match first {
-            Err(e)
-                if mode == smtp::TlsMode::Opportunistic
-                    && plan.plaintext_retry
-                    && e.is_tls_handshake_failure() =>
-            {
-                self.probe_session(host, ip, port, plan, smtp::TlsMode::Plaintext)
-                    .await
-            }
-            other => other,
-        };
+        let result = self
+            .with_plaintext_retry(plan, |mode| self.probe_session(host, ip, port, plan, mode))
+            .await;
         match result {
             Err(e) => (format!("fails: {e}"), false),
             Ok(p) => {
@@ -246,28 +234,7 @@ impl Agent {
         plan: &TlsPlan,
         tls_mode: smtp::TlsMode,
     ) -> Result<smtp::Probed, SessionError> {
-        let dane = match (&plan.authentication, tls_mode) {
-            (_, smtp::TlsMode::Plaintext) => None,
-            (Authentication::Dane { records, names }, _) => Some(DaneAuth {
-                records: records.clone(),
-                names: names.clone(),
-            }),
-            _ => None,
-        };
-        let cfg = SessionConfig {
-            ehlo_name: self.config.hostname.clone(),
-            tls_mode,
-            server_name: plan.server_name.clone(),
-            roots: self.roots.clone(),
-            credentials: None,
-            timeouts: Timeouts {
-                greeting: self.config.command_timeout,
-                command: self.config.command_timeout,
-                ..Timeouts::default()
-            },
-            dane,
-            min_version: plan.min_version,
-        };
+        let cfg = self.session_config(plan, tls_mode, false);
         match connect::connect(
             ip,
             port,
