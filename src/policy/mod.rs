@@ -45,6 +45,11 @@ pub struct Requirements {
     /// The lowest TLS version acceptable; `None` is 1.2, the floor of the
     /// TLS library (RFC 9325 §3.1.1).
     pub min_version: Option<TlsVersion>,
+    /// The message or a rule asked for a lowest TLS version, which a
+    /// plaintext session cannot meet: TLS is required, and there is no
+    /// plaintext retry. The destination's own `min_version` only applies
+    /// when TLS is used.
+    pub tls_required: bool,
     /// The administrator's level for the destination.
     pub level: TlsLevel,
     /// The destination is the configured relayhost, not MX hosts.
@@ -70,13 +75,9 @@ pub fn requirements(
     let mut requiretls = record.requiretls;
     let mut require_dnssec = record.require_dnssec;
     let mut methods: Vec<VerifyMethod> = record.tls_verify.into_iter().collect();
-    let mut min_version = [
-        domain.min_version,
-        record.tls_min.as_deref().and_then(|v| v.parse().ok()),
-    ]
-    .into_iter()
-    .flatten()
-    .max();
+    let asked_min: Option<TlsVersion> = record.tls_min.as_deref().and_then(|v| v.parse().ok());
+    let mut tls_required = asked_min.is_some();
+    let mut min_version = [domain.min_version, asked_min].into_iter().flatten().max();
     for rule in config
         .rules
         .iter()
@@ -86,6 +87,7 @@ pub fn requirements(
         require_dnssec |= rule.require_dnssec;
         methods.extend(rule.tls_verify);
         min_version = min_version.max(rule.tls_min);
+        tls_required |= rule.tls_min.is_some();
     }
     let wants = |m| methods.contains(&m);
     let (verify, conflict) = match (wants(VerifyMethod::Dane), wants(VerifyMethod::Pkix)) {
@@ -104,6 +106,7 @@ pub fn requirements(
         require_dnssec,
         verify,
         min_version,
+        tls_required,
         level: domain.level,
         relay,
         conflict,
@@ -283,6 +286,29 @@ fn skip(status: &'static str, permanent: bool, reason: String) -> HostDecision {
 
 /// Decides how (and whether) to use one host for one message.
 pub fn decide(req: &Requirements, facts: &HostFacts<'_>) -> HostDecision {
+    match decide_for_host(req, facts) {
+        HostDecision::Use(plan) if req.tls_required => insist_on_tls(plan),
+        other => other,
+    }
+}
+
+/// A lowest TLS version asked for by the message or a rule is not met by
+/// plaintext, neither from the start nor after a failed handshake.
+fn insist_on_tls(mut plan: TlsPlan) -> HostDecision {
+    match plan.starttls {
+        StartTls::Never | StartTls::Opportunistic => {
+            plan.starttls = StartTls::Required;
+            if matches!(plan.basis, "opportunistic" | "none") {
+                plan.basis = "encrypt";
+            }
+        }
+        StartTls::Required | StartTls::Implicit => {}
+    }
+    plan.plaintext_retry = false;
+    HostDecision::Use(plan)
+}
+
+fn decide_for_host(req: &Requirements, facts: &HostFacts<'_>) -> HostDecision {
     use crate::config::RelayTls;
     if let Some(conflict) = &req.conflict {
         return skip("5.7.10", true, conflict.clone());
@@ -365,12 +391,12 @@ pub fn decide(req: &Requirements, facts: &HostFacts<'_>) -> HostDecision {
     }
 
     if let Some(RelayTls::None) = facts.relay_tls {
-        if req.requiretls || req.verify != VerifyMethod::Any {
+        if req.requiretls || req.verify != VerifyMethod::Any || req.tls_required {
             return skip(
                 "5.7.10",
                 true,
                 "the relayhost is configured for plaintext (relayhost_tls = \"none\"); \
-                 the message requires verified TLS"
+                 the message requires TLS"
                     .into(),
             );
         }

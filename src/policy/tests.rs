@@ -326,3 +326,51 @@ fn plaintext_relay_never_carries_requiretls_mail() {
     let r = requirements(&rec, &cfg, "a@b.example", "example.org", true);
     assert!(refusal(decide(&r, &f)).permanent);
 }
+
+#[test]
+fn message_minimum_version_rules_out_plaintext_and_its_retry() {
+    let mut rec = record();
+    rec.tls_min = Some("1.3".into());
+    let r = req(&rec, &config(""));
+    assert!(r.tls_required);
+    let p = plan(decide(&r, &facts(TlsaState::None)));
+    assert_eq!(p.starttls, StartTls::Required);
+    assert!(!p.plaintext_retry, "plaintext cannot meet a TLS minimum");
+    assert_eq!(p.min_version, Some(TlsVersion::Tls13));
+    let none = config("[tls]\nlevel = \"none\"\n");
+    assert_eq!(
+        plan(decide(&req(&rec, &none), &facts(TlsaState::NotLooked))).starttls,
+        StartTls::Required
+    );
+    rec.tls_optional = true;
+    let set_aside = plan(decide(&req(&rec, &config("")), &facts(secure_tlsa())));
+    assert_eq!(set_aside.starttls, StartTls::Required);
+    assert!(!set_aside.plaintext_retry);
+}
+
+#[test]
+fn rule_minimum_version_requires_tls_and_destination_minimum_does_not() {
+    let rule = config("[[rule]]\nrecipient_domain = \"example.org\"\ntls_min = \"1.2\"\n");
+    let p = plan(decide(&req(&record(), &rule), &facts(TlsaState::None)));
+    assert_eq!(p.starttls, StartTls::Required);
+    assert!(!p.plaintext_retry);
+    // The administrator's `min_version` applies when TLS is used.
+    let level = config("[tls]\nlevel = \"may\"\nmin_version = \"1.3\"\n");
+    let r = req(&record(), &level);
+    assert!(!r.tls_required);
+    let p = plan(decide(&r, &facts(TlsaState::NotLooked)));
+    assert_eq!(p.starttls, StartTls::Opportunistic);
+    assert!(p.plaintext_retry);
+}
+
+#[test]
+fn plaintext_relayhost_refuses_a_message_with_a_tls_minimum() {
+    let mut rec = record();
+    rec.tls_min = Some("1.2".into());
+    let r = requirements(&rec, &config(""), "a@sender.example", "example.org", true);
+    let mut f = facts(TlsaState::NotLooked);
+    f.relay_tls = Some(RelayTls::None);
+    let refused = refusal(decide(&r, &f));
+    assert_eq!(refused.status, "5.7.10");
+    assert!(refused.permanent);
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    KeyUsagePurpose, PublicKeyData,
 };
 use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -25,6 +25,9 @@ pub struct CertifiedKey {
     pub cert_pem: String,
     /// `key` in PEM.
     pub key_pem: String,
+    /// The leaf's SubjectPublicKeyInfo in DER, taken from its key pair
+    /// (what a TLSA record with selector SPKI(1) is about).
+    pub spki_der: Vec<u8>,
 }
 
 impl Clone for CertifiedKey {
@@ -34,6 +37,7 @@ impl Clone for CertifiedKey {
             key: self.key.clone_key(),
             cert_pem: self.cert_pem.clone(),
             key_pem: self.key_pem.clone(),
+            spki_der: self.spki_der.clone(),
         }
     }
 }
@@ -56,6 +60,19 @@ impl CertifiedKey {
             .expect("generated certificate and key match");
         Arc::new(config)
     }
+
+    /// Like [`CertifiedKey::server_config`], with TLS 1.2 as the only
+    /// protocol version.
+    pub fn server_config_tls12(&self) -> Arc<ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .expect("ring supports TLS 1.2")
+            .with_no_client_auth()
+            .with_single_cert(self.cert_chain.clone(), self.key.clone_key())
+            .expect("generated certificate and key match");
+        Arc::new(config)
+    }
 }
 
 /// A private certificate authority for one test.
@@ -64,6 +81,8 @@ pub struct TestCa {
     pub ca_pem: String,
     /// The CA certificate in DER (a DANE-TA record would match this).
     pub ca_der: CertificateDer<'static>,
+    /// The CA's SubjectPublicKeyInfo in DER.
+    pub ca_spki_der: Vec<u8>,
     issuer: Issuer<'static, KeyPair>,
 }
 
@@ -91,6 +110,7 @@ impl TestCa {
         Self {
             ca_pem: cert.pem(),
             ca_der: cert.der().clone(),
+            ca_spki_der: key.subject_public_key_info(),
             issuer: Issuer::new(params, key),
         }
     }
@@ -116,6 +136,7 @@ impl TestCa {
             key: private_key(&key),
             cert_pem: format!("{}{}", cert.pem(), self.ca_pem),
             key_pem: key.serialize_pem(),
+            spki_der: key.subject_public_key_info(),
         }
     }
 }
@@ -123,8 +144,22 @@ impl TestCa {
 /// A self-signed server certificate for `names` (same SAN rules as
 /// [`TestCa::issue`]); no CA will vouch for it.
 pub fn self_signed(names: &[&str]) -> CertifiedKey {
+    self_signed_with(leaf_params(names))
+}
+
+/// A self-signed server certificate for `names` whose validity ended in
+/// 2021 (valid from 2020-01-01 to 2021-01-01): a PKIX check refuses it, a
+/// DANE-EE match ignores the dates (RFC 7672 §3.1.1).
+pub fn self_signed_expired(names: &[&str]) -> CertifiedKey {
+    let mut params = leaf_params(names);
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    self_signed_with(params)
+}
+
+fn self_signed_with(params: CertificateParams) -> CertifiedKey {
     let key = KeyPair::generate().expect("generate leaf key");
-    let cert = leaf_params(names)
+    let cert = params
         .self_signed(&key)
         .expect("self-sign leaf certificate");
     CertifiedKey {
@@ -132,7 +167,24 @@ pub fn self_signed(names: &[&str]) -> CertifiedKey {
         key: private_key(&key),
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
+        spki_der: key.subject_public_key_info(),
     }
+}
+
+/// SHA2-256 of `bytes`: TLSA association data for matching type
+/// SHA2-256(1) (RFC 6698 §2.1.3), given a whole certificate (selector
+/// Cert(0)) or a SubjectPublicKeyInfo (selector SPKI(1)).
+pub fn sha256(bytes: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .to_vec()
+}
+
+/// SHA2-512 of `bytes`, for matching type SHA2-512(2).
+pub fn sha512(bytes: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA512, bytes)
+        .as_ref()
+        .to_vec()
 }
 
 fn leaf_params(names: &[&str]) -> CertificateParams {

@@ -93,6 +93,7 @@ pub struct FakeMxBuilder {
     hostname: String,
     tls: Option<CertifiedKey>,
     implicit_tls: bool,
+    tls12_only: bool,
     auth: Option<AuthSettings>,
     extensions: Vec<String>,
     requiretls: bool,
@@ -143,6 +144,13 @@ impl FakeMxBuilder {
     pub fn implicit_tls(mut self, cert: CertifiedKey) -> Self {
         self.tls = Some(cert);
         self.implicit_tls = true;
+        self
+    }
+
+    /// Speaks TLS 1.2 only (with the STARTTLS or implicit-TLS certificate),
+    /// for clients that require TLS 1.3.
+    pub fn tls12_only(mut self) -> Self {
+        self.tls12_only = true;
         self
     }
 
@@ -244,10 +252,13 @@ impl FakeMxBuilder {
             .set_nonblocking(true)
             .expect("non-blocking listener");
         let addr = std_listener.local_addr().expect("listener address");
-        let acceptor = self
-            .tls
-            .as_ref()
-            .map(|c| TlsAcceptor::from(c.server_config()));
+        let acceptor = self.tls.as_ref().map(|c| {
+            TlsAcceptor::from(if self.tls12_only {
+                c.server_config_tls12()
+            } else {
+                c.server_config()
+            })
+        });
         let shared = Arc::new(Shared::default());
         let config = Arc::new(ServerSettings {
             builder: self,
@@ -356,6 +367,7 @@ impl FakeMx {
             hostname: "mx.example.org".to_string(),
             tls: None,
             implicit_tls: false,
+            tls12_only: false,
             auth: None,
             extensions: [
                 "PIPELINING",

@@ -59,12 +59,22 @@ impl World {
     /// A world whose DNS is a private signed root serving `zones`, with
     /// DNSSEC validation on and the root's key as `[dns] trust_anchor`.
     pub fn signed(zones: SignedZones, extra_config: &str) -> Self {
+        Self::signed_with(extra_config, |_, _| zones)
+    }
+
+    /// Like [`World::signed`], with the zones made once the world's SMTP
+    /// port and CA exist: TLSA records live at `_<port>._tcp.<host>`
+    /// (RFC 7672 §2.2.3), and a DANE-TA record names the CA.
+    pub fn signed_with(
+        extra_config: &str,
+        zones: impl FnOnce(u16, &TestCa) -> SignedZones,
+    ) -> Self {
         let env = TestEnv::new();
         let ca = TestCa::new();
         let ca_path = env.dir.path().join("ca.pem");
         ca.write_pem(&ca_path);
         let port = free_port_on(&[MX1, MX2, MX3]);
-        let dns = SignedDns::start(zones);
+        let dns = SignedDns::start(zones(port, &ca));
         let anchor = dns.trust_anchor_file(env.dir.path());
         let dns_lines = format!(
             "dnssec = \"validate\"\ntrust_anchor = {}",
@@ -106,6 +116,11 @@ impl World {
     /// Puts top-level keys in front of the configuration.
     pub fn add_config(&self, top_level: &str) {
         self.replace_config(&format!("{top_level}\n{}", self.config()));
+    }
+
+    /// Appends `text` (tables such as `[[rule]]`) to the configuration.
+    pub fn append_config(&self, text: &str) {
+        self.replace_config(&format!("{}\n{text}\n", self.config()));
     }
 
     /// Adds keys to `[table]`, creating the table when it is missing.
