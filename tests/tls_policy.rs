@@ -922,3 +922,198 @@ fn probe_require_tls_finds_the_mx_that_offers_it_rfc8689_section_4_2_1() {
     assert!(text.contains("5.7.30"), "mx1 is explained: {text}");
     assert!(text.contains("REQUIRETLS offered; would deliver"), "{text}");
 }
+
+// ---------------------------------------------------------------------------
+// Where DANE applies (RFC 7672 §2.2.1, §2.2.2, §2.2.3)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn tlsa_in_an_insecure_zone_is_ignored_rfc7672_section_2_2_1() {
+    // The MX and its TLSA are insecure: pre-DANE opportunistic TLS, so a
+    // record that matches nothing does not hold the message back.
+    let world = World::signed_with("", |port, _| {
+        SignedZones::new().insecure_child("insecure", |z| {
+            z.mx("insecure", 10, "mx.insecure")
+                .a("mx.insecure", &MX3.to_string())
+                .tlsa(
+                    &tlsa_name(port, "mx.insecure"),
+                    DANE_EE,
+                    SPKI,
+                    SHA256,
+                    &WRONG,
+                )
+        })
+    });
+    let mx = mx_with(&world, MX3, "mx.insecure", self_signed(&["mx.insecure"])).start();
+    let id = submit(&world, &["bob@insecure"], &message("bob@insecure"));
+    let out = world.queue_run(&[]);
+    mx.wait_for_messages(1, WAIT);
+    let attempts = log_lines(&out, "delivery attempt");
+    assert_eq!(
+        field(attempts[0], "policy").as_deref(),
+        Some("opportunistic")
+    );
+    let r = recipient(&world, &id);
+    assert_eq!(r["status"], "delivered", "{r}");
+    assert_eq!(r["last"]["protection"]["mx_dnssec"], false, "{r}");
+    assert_eq!(r["last"]["protection"]["verification"], "none", "{r}");
+}
+
+#[test]
+fn secure_mx_with_an_insecure_address_gets_no_dane_rfc7672_section_2_2_2() {
+    // `mx.insecure` is named by a secure MX RRset, but its address answer
+    // is insecure: no TLSA lookup, opportunistic TLS.
+    let world = World::signed_with("", |port, _| {
+        SignedZones::new()
+            .mx("example", 10, "mx.insecure")
+            .insecure_child("insecure", |z| {
+                z.a("mx.insecure", &MX3.to_string()).tlsa(
+                    &tlsa_name(port, "mx.insecure"),
+                    DANE_EE,
+                    SPKI,
+                    SHA256,
+                    &WRONG,
+                )
+            })
+    });
+    let mx = mx_with(&world, MX3, "mx.insecure", self_signed(&["mx.insecure"])).start();
+    let id = submit(&world, &["bob@example"], &message("bob@example"));
+    world.queue_run(&[]);
+    mx.wait_for_messages(1, WAIT);
+    let r = recipient(&world, &id);
+    assert_eq!(r["status"], "delivered", "{r}");
+    assert_eq!(r["last"]["protection"]["mx_dnssec"], true, "{r}");
+    assert_ne!(r["last"]["protection"]["policy"], "dane", "{r}");
+}
+
+#[test]
+fn tlsa_base_domain_is_the_secure_cname_target_rfc7672_section_2_2_3() {
+    // mx1.example is a CNAME for real.example; the TLSA records and the
+    // DANE-TA certificate name are those of the target.
+    let mut cert = None;
+    let world = World::signed_with("", |port, ca: &TestCa| {
+        cert = Some(ca.issue(&["real.example"]));
+        SignedZones::new()
+            .mx("example", 10, "mx1.example")
+            .cname("mx1.example", "real.example")
+            .a("real.example", &MX1.to_string())
+            .tlsa(
+                &tlsa_name(port, "real.example"),
+                DANE_TA,
+                SPKI,
+                SHA256,
+                &sha256(&ca.ca_spki_der),
+            )
+    });
+    let mx = mx_with(&world, MX1, "real.example", cert.expect("issued")).start();
+    let id = submit(&world, &["bob@example"], &message("bob@example"));
+    world.queue_run(&[]);
+    mx.wait_for_messages(1, WAIT);
+    let r = recipient(&world, &id);
+    assert_eq!(r["last"]["protection"]["verification"], "dane-ta", "{r}");
+}
+
+#[test]
+fn bogus_address_of_the_only_mx_defers_rfc7672_section_2_1_2() {
+    let zones = SignedZones::new()
+        .mx("example", 10, "mx.bogus")
+        .bogus_child("bogus", |z| z.a("mx.bogus", &MX2.to_string()));
+    let world = World::signed(zones, "");
+    let mx = world.mx(MX2, "mx.bogus").start();
+    let id = submit(&world, &["bob@example"], &message("bob@example"));
+    world.queue_run(&[]);
+    assert_eq!(mx.sessions(), 0);
+    assert_eq!(status(&world, &id), ("pending".into(), "4.4.3".into()));
+    let (code, text) = probe(&world, &["example"]);
+    assert_eq!(code, 75, "{text}");
+}
+
+// ---------------------------------------------------------------------------
+// REQUIRETLS together with DANE, implicit MX and `TLS-Required: No`
+// ---------------------------------------------------------------------------
+
+#[test]
+fn requiretls_with_a_dane_ee_match_rfc8689_section_4_2_1() {
+    let cert = self_signed(&["mx1.example"]);
+    let spki = sha256(&cert.spki_der);
+    let world = World::signed_with("", |port, _| {
+        secure_domain(false).tlsa(
+            &tlsa_name(port, "mx1.example"),
+            DANE_EE,
+            SPKI,
+            SHA256,
+            &spki,
+        )
+    });
+    let mx = mx_with(&world, MX1, "mx1.example", cert)
+        .requiretls()
+        .start();
+    let id = submit(
+        &world,
+        &["--require-tls", "bob@example"],
+        &message("bob@example"),
+    );
+    world.queue_run(&[]);
+    let got = mx.wait_for_messages(1, WAIT);
+    assert!(got[0].mail_params.iter().any(|p| p == "REQUIRETLS"));
+    let protection = &recipient(&world, &id)["last"]["protection"];
+    assert_eq!(protection["verification"], "dane-ee");
+    assert_eq!(protection["requiretls"], true);
+}
+
+#[test]
+fn requiretls_with_unusable_tlsa_still_needs_pkix_rfc8689_section_4_2_1() {
+    let world = World::signed_with("", pkix_only_tlsa);
+    let mx = mx_with(&world, MX1, "mx1.example", self_signed(&["mx1.example"]))
+        .requiretls()
+        .start();
+    let id = submit(
+        &world,
+        &["--require-tls", "bob@example"],
+        &message("bob@example"),
+    );
+    world.queue_run(&[]);
+    assert_no_mail(&mx, "REQUIRETLS, unusable TLSA, untrusted certificate");
+    assert_ne!(status(&world, &id).0, "delivered");
+}
+
+#[test]
+fn requiretls_to_a_secure_implicit_mx_checks_the_recipient_domain_rfc8689_section_4_2_1() {
+    let world = World::signed(
+        SignedZones::new().a("implicit.example", &MX1.to_string()),
+        "",
+    );
+    let mx = world.mx(MX1, "implicit.example").requiretls().start();
+    let id = submit(
+        &world,
+        &["--require-tls", "bob@implicit.example"],
+        &message("bob@implicit.example"),
+    );
+    world.queue_run(&[]);
+    let got = mx.wait_for_messages(1, WAIT);
+    assert!(got[0].mail_params.iter().any(|p| p == "REQUIRETLS"));
+    let protection = &recipient(&world, &id)["last"]["protection"];
+    assert_eq!(protection["verification"], "pkix");
+    assert_eq!(protection["mx_dnssec"], true);
+}
+
+#[test]
+fn requiretls_overrides_tls_required_no_rfc8689_section_4_1() {
+    let world = World::signed_with("", |port, _| {
+        secure_domain(false).tlsa(
+            &tlsa_name(port, "mx1.example"),
+            DANE_EE,
+            SPKI,
+            SHA256,
+            &WRONG,
+        )
+    });
+    let mx = mx_with(&world, MX1, "mx1.example", self_signed(&["mx1.example"]))
+        .requiretls()
+        .start();
+    let text = format!("TLS-Required: No\n{}", message("bob@example"));
+    let id = submit(&world, &["--require-tls", "bob@example"], &text);
+    world.queue_run(&[]);
+    assert_no_mail(&mx, "REQUIRETLS wins over the header");
+    assert_eq!(status(&world, &id).0, "pending");
+}

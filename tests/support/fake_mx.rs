@@ -36,17 +36,25 @@ const MAX_LINE: usize = 1 << 20;
 /// fake MX hosts can listen on the same port (the binary dials one port).
 ///
 /// The port is released before returning, so another process could take it in
-/// between; collisions are unlikely with ephemeral ports.
+/// between; collisions are unlikely with ephemeral ports. Within this test
+/// process no port is handed out twice, so tests running in parallel never
+/// share one (the kernel may give a released port to the next probe).
 pub fn free_port_on(ips: &[Ipv4Addr]) -> u16 {
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
     let (first, rest) = ips.split_first().expect("free_port_on needs an address");
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
     for _ in 0..100 {
         let probe = StdTcpListener::bind((*first, 0)).expect("bind a loopback probe");
         let port = probe.local_addr().expect("probe address").port();
+        if given.contains(&port) {
+            continue;
+        }
         let others: io::Result<Vec<_>> = rest
             .iter()
             .map(|ip| StdTcpListener::bind((*ip, port)))
             .collect();
         if others.is_ok() {
+            given.push(port);
             return port;
         }
     }
