@@ -21,11 +21,10 @@ fn locate(config: &Config) -> Result<QueueDir, i32> {
 
 fn queue_error(e: &QueueError) -> i32 {
     eprintln!("smarthost: {e}");
-    match e {
-        QueueError::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
-            exitcode::NOPERM
-        }
-        _ => exitcode::TEMPFAIL,
+    if e.is_permission_denied() {
+        exitcode::NOPERM
+    } else {
+        exitcode::TEMPFAIL
     }
 }
 

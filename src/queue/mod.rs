@@ -68,6 +68,31 @@ impl QueueError {
         }
     }
 
+    /// True when the operating system refused access (the caller is not
+    /// the queue owner).
+    pub fn is_permission_denied(&self) -> bool {
+        use std::error::Error as _;
+        let denied = |e: &std::io::Error| e.kind() == std::io::ErrorKind::PermissionDenied;
+        match self {
+            Self::Io { source, .. } => denied(source),
+            Self::Store(StoreError::Sled {
+                source: sled::Error::Io(e),
+                ..
+            }) => denied(e),
+            Self::Store(StoreError::Sync { source, .. }) => denied(source),
+            other => {
+                let mut cause = other.source();
+                while let Some(c) = cause {
+                    if c.downcast_ref::<std::io::Error>().is_some_and(denied) {
+                        return true;
+                    }
+                    cause = c.source();
+                }
+                false
+            }
+        }
+    }
+
     /// True when another process holds the store.
     pub fn is_busy(&self) -> bool {
         matches!(self, Self::Store(StoreError::Busy { .. }))
@@ -169,9 +194,11 @@ impl QueueDir {
     }
 
     /// Creates the system layout: the root readable by all, the maildrop
-    /// writable (not readable) by `group` through a setgid `sendmail`, or by
-    /// everyone with the sticky bit when no group is given, and the private
-    /// parts for the owner only.
+    /// writable and readable by `group` through a setgid `sendmail` (read
+    /// access lets a submission fsync the directory; the binary lists the
+    /// maildrop only for the queue owner), or writable by everyone with the
+    /// sticky bit when no group is given, and the private parts for the
+    /// owner only.
     pub fn init(&self, group: Option<nix::unistd::Gid>) -> Result<(), QueueError> {
         use std::os::unix::fs::PermissionsExt;
         let set_mode = |path: &Path, mode: u32| {
@@ -196,7 +223,7 @@ impl QueueDir {
             Some(gid) => {
                 nix::unistd::chown(&maildrop, None, Some(gid))
                     .map_err(|e| QueueError::io(&maildrop, e.into()))?;
-                set_mode(&maildrop, 0o1730)?;
+                set_mode(&maildrop, 0o1770)?;
             }
             None => set_mode(&maildrop, 0o1733)?,
         }
@@ -218,7 +245,19 @@ impl QueueDir {
             let _ = fs::remove_file(&tmp);
         }
         result?;
-        sync_dir(&maildrop)
+        match sync_dir(&maildrop) {
+            // A submitter who may write the maildrop but not read it (a
+            // world-writable maildrop, or one made before the group could
+            // read it) cannot open the directory to fsync it. syncfs(2) on
+            // the new file's file system makes the rename durable instead.
+            Err(QueueError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                let file = fs::File::open(&done).map_err(|e| QueueError::io(&done, e))?;
+                nix::unistd::syncfs(&file).map_err(|e| QueueError::io(&maildrop, e.into()))
+            }
+            other => other,
+        }
     }
 
     /// Queue files waiting in the maildrop, oldest first. Temporary files of

@@ -195,7 +195,10 @@ impl Queue {
             }
             sync_dir(&self.dir.messages())?;
             let mut record = entry.clone();
-            record.finished_at = Some(chrono::Utc::now().timestamp());
+            let now = chrono::Utc::now().timestamp();
+            record.finished_at = Some(now);
+            // Nothing is due any more.
+            record.next_attempt = now;
             self.store.finish(&record)?;
             tracing::info!(queue_id = %entry.id(), "removed from the queue: no recipient pending");
         } else {
@@ -270,7 +273,16 @@ impl Listing {
     /// the store when it is free, else the owner's snapshot.
     pub fn read(dir: &QueueDir) -> Result<Self, QueueError> {
         let mut waiting = Vec::new();
-        for path in dir.maildrop_files().unwrap_or_default() {
+        // Only the queue owner (and root) sees what others have submitted
+        // but not yet picked up: a setgid `sendmail` may read the maildrop
+        // through its group, and must not show it to every local user.
+        let may_list = dir.owned_by_me() || nix::unistd::geteuid().is_root();
+        let dropped = if may_list {
+            dir.maildrop_files().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        for path in dropped {
             if let Ok(v) = file::read_envelope(&path) {
                 waiting.push(v);
             }
