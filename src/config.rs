@@ -439,10 +439,22 @@ impl Config {
     /// Parses configuration text; `path` is used in error messages.
     pub fn from_toml(text: &str, path: Option<&Path>) -> Result<Self, ConfigError> {
         let shown = path.map_or_else(|| PathBuf::from("(built-in defaults)"), Path::to_owned);
-        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            line: e.span().map_or(1, |s| line_of(text, s.start)),
-            message: e.message().trim().to_owned(),
-            path: shown.clone(),
+        let file: FileConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(1, |s| line_of(text, s.start));
+            let message = e.message().trim().to_owned();
+            // A bad value's message names the value, not the key: add the
+            // key written on that line.
+            let key = text
+                .lines()
+                .nth(line - 1)
+                .and_then(|l| l.split_once('='))
+                .map(|(k, _)| k.trim().trim_matches('"'))
+                .filter(|k| !k.is_empty() && !message.contains(k));
+            ConfigError::Parse {
+                line,
+                message: key.map_or_else(|| message.clone(), |k| format!("{k}: {message}")),
+                path: shown.clone(),
+            }
         })?;
         Self::resolve(file, path, &shown)
     }
@@ -923,6 +935,7 @@ tls_verify = "dane"
     fn bad_tls_settings_name_the_key() {
         let e = Config::from_toml("[tls]\nlevel = \"secure\"\n", None).unwrap_err();
         assert!(e.to_string().contains("line 2"), "{e}");
+        assert!(e.to_string().contains("level: unknown variant"), "{e}");
         let e = Config::from_toml("[[rule]]\nsender_domain = \"a.example\"\n", None).unwrap_err();
         assert!(e.to_string().contains("rule[0]"), "{e}");
         let e = Config::from_toml("delivered_retention = \"7w\"\n", None).unwrap_err();

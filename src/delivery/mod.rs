@@ -75,6 +75,9 @@ struct Destination {
     label: String,
     /// The recipient domain the requirements were worked out for.
     domain: String,
+    /// Every recipient domain of the group, for logs (through a relayhost
+    /// a group may hold several).
+    domains: Vec<String>,
     /// The relay, when one is configured.
     relay: bool,
     /// The message's requirements for this destination.
@@ -141,8 +144,8 @@ impl Agent {
                     Ok(()) => Dnssec::Working,
                     Err(e) => {
                         tracing::error!(error = %e,
-                            "DNSSEC validation is not working: REQUIRETLS and DANE-required mail \
-                             waits; other mail goes out without DNSSEC");
+                            "DNSSEC validation is not working: mail that needs DNSSEC (REQUIRETLS \
+                             to MX hosts, DANE required) waits; other mail goes out without it");
                         Dnssec::Broken(e.to_string())
                     }
                 }
@@ -216,13 +219,17 @@ impl Agent {
                 Some(_) => d.req == req,
                 None => d.domain == domain,
             };
-            if let Some((_, members)) = groups.iter_mut().find(|(d, _)| same(d)) {
+            if let Some((d, members)) = groups.iter_mut().find(|(d, _)| same(d)) {
                 members.push(i);
+                if !d.domains.contains(&domain) {
+                    d.domains.push(domain);
+                }
                 continue;
             }
             let label = relay.map_or_else(|| domain.clone(), |r| r.host.clone());
             let destination = Destination {
                 label,
+                domains: vec![domain.clone()],
                 domain,
                 relay: relay.is_some(),
                 req,
@@ -280,7 +287,7 @@ impl Agent {
         let (mx, port) = match self.hosts_for(router, destination).await {
             Ok(v) => v,
             Err(e) => {
-                tracing::info!(queue_id = %entry.id(), rcpt_domain = %destination.label,
+                tracing::info!(queue_id = %entry.id(), rcpt_domain = %destination.domains.join(","),
                     error = %e, "routing failed");
                 return uniform(indexes.len(), route_verdict(&e));
             }
@@ -292,7 +299,7 @@ impl Agent {
             let addresses = match router.addresses(&host.name, self.config.ip_family).await {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::info!(queue_id = %entry.id(), rcpt_domain = %destination.label,
+                    tracing::info!(queue_id = %entry.id(), rcpt_domain = %destination.domains.join(","),
                         mx = %host.name, error = %e, "no usable address");
                     outcomes.add(route_verdict(&e).into_transient(), false);
                     continue;
@@ -328,7 +335,7 @@ impl Agent {
             let plan = match policy::decide(req, &facts) {
                 HostDecision::Use(plan) => plan,
                 HostDecision::Skip(refusal) => {
-                    tracing::info!(queue_id = %entry.id(), rcpt_domain = %destination.label,
+                    tracing::info!(queue_id = %entry.id(), rcpt_domain = %destination.domains.join(","),
                         mx = %host.name, status = refusal.status, reason = %refusal.reason,
                         "host not used for this message");
                     outcomes.add(
@@ -863,14 +870,14 @@ fn log_attempt(
                 .map(|r| r.text())
                 .unwrap_or_default();
             let accepted = d.recipients.iter().filter(|r| r.accepted).count();
-            tracing::info!(queue_id = %entry.id(), rcpt_domain = %destination.label, %mx, %ip,
+            tracing::info!(queue_id = %entry.id(), rcpt_domain = %destination.domains.join(","), %mx, %ip,
                 mx_dnssec, policy, tls = %tls.version, cipher = %tls.cipher,
                 certificate = %tls.certificate, verification, requiretls, accepted,
                 recipients = d.recipients.len(), %reply, elapsed_ms, "delivery attempt");
         }
         Err(e) => {
             let reply = e.reply().map(|r| r.text()).unwrap_or_default();
-            tracing::info!(queue_id = %entry.id(), rcpt_domain = %destination.label, %mx, %ip,
+            tracing::info!(queue_id = %entry.id(), rcpt_domain = %destination.domains.join(","), %mx, %ip,
                 mx_dnssec, policy, requiretls, stage = %e.stage, disposition = ?e.disposition(),
                 %reply, error = %e, elapsed_ms, "delivery attempt failed");
         }

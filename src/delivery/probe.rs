@@ -55,6 +55,7 @@ impl Agent {
                 .as_ref()
                 .map_or_else(|| domain.to_owned(), |r| r.host.clone()),
             domain: domain.to_owned(),
+            domains: vec![domain.to_owned()],
             relay,
             req: req.clone(),
         };
