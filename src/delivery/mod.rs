@@ -307,11 +307,9 @@ impl Agent {
             };
             let address_secure = addresses.security == Security::Secure;
             let trusted_name = destination.relay || mx_secure;
-            let tlsa = if policy::wants_tlsa(req, trusted_name, address_secure) {
-                self.tlsa_state(router, host, &addresses, port).await
-            } else {
-                TlsaState::NotLooked
-            };
+            let tlsa = self
+                .host_tlsa(router, req, trusted_name, host, &addresses, port)
+                .await;
             let facts = HostFacts {
                 host: &host.name,
                 recipient_domain: &destination.domain,
@@ -384,6 +382,37 @@ impl Agent {
             }
         }
         outcomes.finish(indexes.len())
+    }
+
+    /// What the policy needs to know about a host's TLSA records: looked
+    /// up where DANE can apply ([`policy::wants_tlsa`]). While DNSSEC
+    /// validation is not working nothing is secure, but a host that
+    /// publishes TLSA records still asks for DANE: such a host is reported
+    /// as [`TlsaState::Unvalidated`] so that its mail waits instead of
+    /// going out without DANE (an attacker who blocks validation must not
+    /// turn DANE off).
+    async fn host_tlsa(
+        &self,
+        router: &Router,
+        req: &Requirements,
+        trusted_name: bool,
+        host: &MxHost,
+        addresses: &Addresses,
+        port: u16,
+    ) -> TlsaState {
+        let address_secure = addresses.security == Security::Secure;
+        if policy::wants_tlsa(req, trusted_name, address_secure) {
+            return self.tlsa_state(router, host, addresses, port).await;
+        }
+        let broken = matches!(self.dnssec().await, Dnssec::Broken(_));
+        if broken && policy::wants_tlsa(req, true, true) && host.name.parse::<IpAddr>().is_err() {
+            return match router.tlsa(&host.name, port).await {
+                Ok(answer) if !answer.records.is_empty() => TlsaState::Unvalidated,
+                Ok(_) => TlsaState::NotLooked,
+                Err(e) => TlsaState::Failed(e.to_string()),
+            };
+        }
+        TlsaState::NotLooked
     }
 
     /// The TLSA records for a host (RFC 7672 §2.2.2, §2.2.3): the

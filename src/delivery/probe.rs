@@ -117,11 +117,9 @@ impl Agent {
             );
             let address_secure = addresses.security == Security::Secure;
             let trusted_name = relay || mx_secure;
-            let tlsa = if policy::wants_tlsa(&req, trusted_name, address_secure) {
-                self.tlsa_state(router, host, &addresses, port).await
-            } else {
-                TlsaState::NotLooked
-            };
+            let tlsa = self
+                .host_tlsa(router, &req, trusted_name, host, &addresses, port)
+                .await;
             let _ = writeln!(out, "  TLSA: {}", describe_tlsa(&tlsa, port));
             let facts = HostFacts {
                 host: &host.name,
@@ -287,6 +285,9 @@ fn describe_tlsa(t: &TlsaState, port: u16) -> String {
             )
         }
         TlsaState::Failed(reason) => format!("lookup failed: {reason}"),
+        TlsaState::Unvalidated => {
+            format!("_{port}._tcp: records published, but DNSSEC validation is not working")
+        }
     }
 }
 

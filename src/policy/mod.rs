@@ -157,6 +157,10 @@ pub enum TlsaState {
     },
     /// The lookup failed (SERVFAIL, timeout, bogus).
     Failed(String),
+    /// TLSA records exist but cannot be validated, because DNSSEC
+    /// validation is not working in this run: the host asks for DANE that
+    /// cannot be checked now.
+    Unvalidated,
 }
 
 /// Everything [`decide`] needs to know about one host.
@@ -390,6 +394,18 @@ fn decide_for_host(req: &Requirements, facts: &HostFacts<'_>) -> HostDecision {
         }
     }
 
+    if facts.tlsa == TlsaState::Unvalidated && !req.tls_optional {
+        return skip(
+            "4.7.5",
+            false,
+            format!(
+                "{} publishes TLSA records, which cannot be validated while DNSSEC \
+                 validation is not working; host not used",
+                facts.host
+            ),
+        );
+    }
+
     if let Some(RelayTls::None) = facts.relay_tls {
         if req.requiretls || req.verify != VerifyMethod::Any || req.tls_required {
             return skip(
@@ -457,7 +473,7 @@ fn decide_for_host(req: &Requirements, facts: &HostFacts<'_>) -> HostDecision {
             }
             HostDecision::Use(plan)
         }
-        TlsaState::None | TlsaState::NotLooked | TlsaState::Failed(_) => {
+        TlsaState::None | TlsaState::NotLooked | TlsaState::Failed(_) | TlsaState::Unvalidated => {
             if req.verify == VerifyMethod::Dane || (!req.relay && req.level == TlsLevel::DaneOnly) {
                 return skip(
                     "4.7.5",

@@ -374,3 +374,22 @@ fn plaintext_relayhost_refuses_a_message_with_a_tls_minimum() {
     assert_eq!(refused.status, "5.7.10");
     assert!(refused.permanent);
 }
+
+#[test]
+fn published_tlsa_that_cannot_be_validated_defers_instead_of_dropping_dane_rfc7672_section_2_1_1() {
+    let broken = Dnssec::Broken("root DNSKEY bogus".into());
+    let mut f = facts(TlsaState::Unvalidated);
+    f.dnssec = &broken;
+    f.mx_secure = false;
+    f.address_secure = false;
+    let d = refusal(decide(&req(&record(), &config("")), &f));
+    assert!(!d.permanent);
+    assert!(d.reason.contains("TLSA"), "{d:?}");
+    // TLS-Required: No sets the recipient's DANE policy aside.
+    let mut rec = record();
+    rec.tls_optional = true;
+    assert!(matches!(
+        decide(&req(&rec, &config("")), &f),
+        HostDecision::Use(_)
+    ));
+}

@@ -38,12 +38,18 @@ impl World {
     /// A world serving `zone`, with `extra_config` (top-level keys only) in
     /// front of the configuration that points the binary at the fakes.
     pub fn new(zone: ZoneBuilder, extra_config: &str) -> Self {
+        Self::new_with(extra_config, |_| zone)
+    }
+
+    /// Like [`World::new`], with the zone built once the world's SMTP port
+    /// is known (TLSA names carry the port, RFC 7672 §2.2.3).
+    pub fn new_with(extra_config: &str, zone: impl FnOnce(u16) -> ZoneBuilder) -> Self {
         let env = TestEnv::new();
         let ca = TestCa::new();
         let ca_path = env.dir.path().join("ca.pem");
         ca.write_pem(&ca_path);
         let port = free_port_on(&[MX1, MX2, MX3]);
-        let dns = FakeDns::start(vec![zone]);
+        let dns = FakeDns::start(vec![zone(port)]);
         env.write_config(&format!(
             "{extra_config}\n{}",
             config_for(&dns, port, &ca_path)
@@ -109,7 +115,8 @@ impl World {
         std::fs::read_to_string(&self.env.config_path).expect("read the test configuration")
     }
 
-    fn replace_config(&self, text: &str) {
+    /// Replaces the configuration file.
+    pub fn replace_config(&self, text: &str) {
         std::fs::write(&self.env.config_path, text).expect("write the test configuration");
     }
 
