@@ -578,7 +578,13 @@ impl Config {
             submit_only: file.submit_only,
             max_message_size: file.max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE_SIZE),
             secrets_file: file.secrets_file.unwrap_or_else(|| DEFAULT_SECRETS.into()),
-            aliases: file.aliases,
+            // Local names are matched without regard to case, as the
+            // submission side lower-cases the name it looks up.
+            aliases: file
+                .aliases
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect(),
             nameservers,
             dnssec,
             trust_anchor: file.dns.trust_anchor,
@@ -920,6 +926,15 @@ tls_verify = "dane"
         assert!(c.rules[0].matches("hr.example.org", "anything.example"));
         assert!(!c.rules[0].matches("example.org", "anything.example"));
         assert!(c.rules[1].matches("x.example", "partner.example"));
+    }
+
+    #[test]
+    fn alias_names_match_without_regard_to_case() {
+        let c = Config::from_toml("[aliases]\nRoot = \"admin@example.org\"\n", None).unwrap();
+        assert_eq!(
+            c.aliases.get("root").map(String::as_str),
+            Some("admin@example.org")
+        );
     }
 
     #[test]
