@@ -152,3 +152,48 @@ fn mailq_by_a_user_who_is_not_the_queue_owner_is_refused_with_ex_noperm_77() {
         out.stdout
     );
 }
+
+#[test]
+fn pickup_records_the_file_owner_as_submitter_not_what_the_file_claims() {
+    if !is_root() {
+        eprintln!("skipped: needs root to run the binary as another user");
+        return;
+    }
+    let install = install(None);
+    // Nothing listens on the port: the run picks the message up and defers it.
+    install.env.write_config(&format!(
+        "queue_dir = {}\nhostname = \"client.example.net\"\nsubmit_only = true\n\
+         [dns]\nnameservers = [\"127.0.0.1:9\"]\ndnssec = \"off\"\n[smtp]\nport = 9\n",
+        toml_string(&install.env.queue_dir.to_string_lossy())
+    ));
+    std::fs::set_permissions(
+        &install.env.config_path,
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let id = "0661C8000000000F0RGE";
+    let envelope = format!(
+        r#"{{"version":1,"id":"{id}","sender":"root@client.example.net","recipients":[{{"address":"bob@[127.0.0.1]"}}],"arrival":0,"submitted_by":"root"}}"#
+    );
+    let mut file = b"SMARTHOST-QUEUE-FILE 1\n".to_vec();
+    file.extend_from_slice(envelope.as_bytes());
+    file.extend_from_slice(b"\nSubject: forged\r\n\r\nhello\r\n");
+    // `nobody` writes straight into the world-writable maildrop.
+    let target = install.maildrop().join(id);
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(format!("cat > '{}'", target.display()))
+        .uid(NOBODY)
+        .gid(NOBODY);
+    let out = run_command(cmd, &file);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    let out = install.env.run(&["queue", "run"]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    let show = install.env.run(&["queue", "show", id]);
+    assert!(
+        show.stdout.contains("\"submitted_by\": \"nobody\""),
+        "{}{}",
+        show.stdout,
+        show.stderr
+    );
+}

@@ -102,7 +102,7 @@ impl Queue {
         let mut taken = Vec::new();
         for path in self.dir.maildrop_files()? {
             let id = file_name(&path);
-            let (envelope, size) = match file::read_envelope(&path) {
+            let (mut envelope, size) = match file::read_envelope(&path) {
                 Ok(v) => v,
                 Err(e) => {
                     self.quarantine(&path, &e.to_string())?;
@@ -113,6 +113,7 @@ impl Queue {
                 self.quarantine(&path, "file name and queue id differ")?;
                 continue;
             }
+            vouch_for_submitter(&path, &mut envelope);
             let target = self.dir.message_file(&id);
             fs::rename(&path, &target).map_err(|e| QueueError::io(&path, e))?;
             self.store.put(&QueueEntry::new(envelope, size))?;
@@ -225,6 +226,29 @@ impl Queue {
         fs::write(&tmp, json)
             .and_then(|()| fs::rename(&tmp, &path))
             .map_err(|e| QueueError::io(&path, e))
+    }
+}
+
+/// A maildrop file is owned by the user who submitted it (the setgid
+/// binary changes only the group), so its owner, not what the file says,
+/// names the submitter. Files of the queue owner itself (the listener) are
+/// taken as written.
+fn vouch_for_submitter(path: &Path, envelope: &mut file::Envelope) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::metadata(path) else {
+        return;
+    };
+    if meta.uid() == nix::unistd::geteuid().as_raw() {
+        return;
+    }
+    let owner = nix::unistd::User::from_uid(meta.uid().into())
+        .ok()
+        .flatten()
+        .map_or_else(|| meta.uid().to_string(), |u| u.name);
+    if envelope.submitted_by != owner {
+        tracing::warn!(queue_id = %envelope.id, claimed = %envelope.submitted_by, %owner,
+            "maildrop file names another submitter than its owner; the owner is recorded");
+        envelope.submitted_by = owner;
     }
 }
 
