@@ -151,6 +151,10 @@ struct FileConfig {
     #[serde(default)]
     rule: Vec<FileRule>,
     delivered_retention: Option<DurationValue>,
+    max_queue_lifetime: Option<DurationValue>,
+    bounce_queue_lifetime: Option<DurationValue>,
+    delay_warning_time: Option<DurationValue>,
+    postmaster: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -401,6 +405,15 @@ pub struct Config {
     pub rules: Vec<Rule>,
     /// How long the record of a finished message is kept for `queue show`.
     pub delivered_retention: Duration,
+    /// How long a message is retried before its pending recipients fail
+    /// (RFC 5321 §4.5.4.1 asks for at least 4 to 5 days).
+    pub max_queue_lifetime: Duration,
+    /// The same for messages from the null sender (reports).
+    pub bounce_queue_lifetime: Duration,
+    /// When a delay warning goes out (once); zero for never.
+    pub delay_warning_time: Duration,
+    /// Where reports that cannot be delivered go.
+    pub postmaster: String,
 }
 
 impl Config {
@@ -516,7 +529,7 @@ impl Config {
             }
         }
         let retry_min = Duration::from_secs(file.queue.retry_min.unwrap_or(300));
-        let retry_max = Duration::from_secs(file.queue.retry_max.unwrap_or(4 * 3600));
+        let retry_max = Duration::from_secs(file.queue.retry_max.unwrap_or(3600));
         if retry_min.is_zero() || retry_max < retry_min {
             return Err(invalid(
                 "queue.retry_max",
@@ -568,6 +581,41 @@ impl Config {
             .transpose()
             .map_err(|m| invalid("delivered_retention", m))?
             .unwrap_or(Duration::from_secs(7 * 86400));
+        let duration = |value: &Option<DurationValue>, key: &str, default: u64| {
+            value
+                .as_ref()
+                .map(DurationValue::to_duration)
+                .transpose()
+                .map_err(|m| invalid(key, m))
+                .map(|d| d.unwrap_or(Duration::from_secs(default)))
+        };
+        let max_queue_lifetime =
+            duration(&file.max_queue_lifetime, "max_queue_lifetime", 5 * 86400)?;
+        let bounce_queue_lifetime = duration(
+            &file.bounce_queue_lifetime,
+            "bounce_queue_lifetime",
+            2 * 86400,
+        )?;
+        let delay_warning_time =
+            duration(&file.delay_warning_time, "delay_warning_time", 4 * 3600)?;
+        let postmaster = match &file.postmaster {
+            Some(p) => {
+                let p = p.trim();
+                match p.rsplit_once('@') {
+                    Some((local, d)) if !local.is_empty() => {
+                        let d = normalise_domain(d).map_err(|m| invalid("postmaster", m))?;
+                        format!("{local}@{d}")
+                    }
+                    _ => {
+                        return Err(invalid(
+                            "postmaster",
+                            format!("{p:?} is not an address (local@domain)"),
+                        ))
+                    }
+                }
+            }
+            None => format!("postmaster@{domain}"),
+        };
         Ok(Self {
             source: path.map(Path::to_owned),
             queue_dir: file.queue_dir,
@@ -601,6 +649,10 @@ impl Config {
             tls_domains,
             rules,
             delivered_retention,
+            max_queue_lifetime,
+            bounce_queue_lifetime,
+            delay_warning_time,
+            postmaster,
         })
     }
 }

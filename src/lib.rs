@@ -15,6 +15,7 @@ pub mod exitcode;
 pub mod logging;
 pub mod policy;
 pub mod queue;
+pub mod reports;
 pub mod routing;
 pub mod smtp;
 pub mod submission;

@@ -172,8 +172,12 @@ fn pickup_records_the_file_owner_as_submitter_not_what_the_file_claims() {
     )
     .unwrap();
     let id = "0661C8000000000F0RGE";
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let envelope = format!(
-        r#"{{"version":1,"id":"{id}","sender":"root@client.example.net","recipients":[{{"address":"bob@[127.0.0.1]"}}],"arrival":0,"submitted_by":"root"}}"#
+        r#"{{"version":1,"id":"{id}","sender":"root@client.example.net","recipients":[{{"address":"bob@[127.0.0.1]"}}],"arrival":{now},"submitted_by":"root"}}"#
     );
     let mut file = b"SMARTHOST-QUEUE-FILE 1\n".to_vec();
     file.extend_from_slice(envelope.as_bytes());

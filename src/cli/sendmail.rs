@@ -218,6 +218,7 @@ fn envelope_for(
         smtputf8: prepared.smtputf8,
         eight_bit: prepared.eight_bit,
         submitted_by: user.to_owned(),
+        report: None,
     }
 }
 

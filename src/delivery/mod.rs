@@ -186,6 +186,46 @@ impl Agent {
         }
     }
 
+    /// Gives up on the recipients still pending once the message has been
+    /// queued longer than its lifetime (`max_queue_lifetime`, or
+    /// `bounce_queue_lifetime` for reports; RFC 5321 §4.5.4.1). A
+    /// REQUIRETLS message fails with 5.7.10 (RFC 8689 §4.2.1: no host
+    /// could be reached with the protection it needs), others with 5.4.7
+    /// (RFC 3463: delivery time expired).
+    pub fn expire(&self, entry: &mut QueueEntry, now: i64) {
+        let lifetime = crate::reports::lifetime(&self.config, &entry.envelope);
+        if now < entry.envelope.arrival.saturating_add(lifetime) {
+            return;
+        }
+        let status = if entry.envelope.security.requiretls {
+            "5.7.10"
+        } else {
+            "5.4.7"
+        };
+        let days = lifetime / 86400;
+        let pending: Vec<usize> = entry.pending().collect();
+        for i in pending {
+            let rcpt = &mut entry.recipients[i];
+            let mut result = rcpt
+                .last
+                .clone()
+                .unwrap_or_else(|| result_without_host(status, String::new()));
+            result.detail = if result.detail.is_empty() {
+                format!("gave up after {days} days in the queue")
+            } else {
+                format!(
+                    "gave up after {days} days in the queue; last: {}",
+                    result.detail
+                )
+            };
+            result.status = status.into();
+            rcpt.status = RecipientStatus::Failed;
+            tracing::info!(queue_id = %entry.envelope.id, to = %rcpt.address, status,
+                detail = %result.detail, "failed");
+            rcpt.last = Some(result);
+        }
+    }
+
     /// Exponential backoff from `retry_min`, capped at `retry_max`.
     fn retry_delay(&self, attempts: u32) -> i64 {
         let min = self.config.retry_min.as_secs();
@@ -667,6 +707,7 @@ fn failed_attempt(target: &Target<'_>, e: &SessionError, n: usize) -> Attempt {
         status: status_of_error(e),
         detail: e.to_string(),
         protection: Some(protection),
+        remote_dsn: false,
     };
     let verdict = |status| Verdict { status, result };
     match &e.kind {
@@ -692,6 +733,7 @@ fn refusal_verdict(refusal: &Refusal, host: &MxHost, protection: Protection) -> 
             status: refusal.status.into(),
             detail: refusal.reason.clone(),
             protection: Some(protection),
+            remote_dsn: false,
         },
     }
 }
@@ -769,6 +811,7 @@ fn result_without_host(status: &str, detail: String) -> AttemptResult {
         status: status.into(),
         detail,
         protection: None,
+        remote_dsn: false,
     }
 }
 
@@ -808,6 +851,7 @@ fn verdicts_from(d: &Delivered, target: &Target<'_>) -> Vec<Verdict> {
                         RecipientStatus::Pending => "temporarily refused".into(),
                     },
                     protection: Some(protection.clone()),
+                    remote_dsn: d.capabilities.dsn,
                 },
             }
         })

@@ -14,8 +14,9 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use super::{now, Agent};
-use crate::queue::record::QueueEntry;
+use crate::queue::record::{QueueEntry, RecipientStatus};
 use crate::queue::{Queue, QueueDir, QueueError};
+use crate::reports;
 
 /// Messages delivered at the same time within one run.
 const PARALLEL_MESSAGES: usize = 8;
@@ -148,7 +149,18 @@ async fn deliver_batch(
                     return Ok(());
                 }
             };
+            let before: Vec<RecipientStatus> = entry.recipients.iter().map(|r| r.status).collect();
             agent.deliver(&mut entry, &message).await;
+            let now = now();
+            agent.expire(&mut entry, now);
+            // Reports are queued before the entry is saved: a crash in
+            // between repeats a report rather than losing it.
+            for report in reports::due(agent.config(), &mut entry, &before, &message, now) {
+                if let Err(e) = queue.dir().deposit(&report.envelope, &report.message) {
+                    tracing::error!(queue_id = %entry.id(), report_id = %report.envelope.id,
+                        error = %e, "cannot queue the delivery report");
+                }
+            }
             queue.save(&entry)
         });
     }

@@ -69,6 +69,20 @@ pub struct Envelope {
     /// Local user who submitted it (from the real uid).
     #[serde(default)]
     pub submitted_by: String,
+    /// Set on delivery reports smarthost made itself, so that a report
+    /// about a report goes to the postmaster once and no further.
+    #[serde(default)]
+    pub report: Option<ReportKind>,
+}
+
+/// Who a report smarthost made is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReportKind {
+    /// The original message's sender.
+    ToSender,
+    /// The postmaster, about a report that could not be delivered.
+    ToPostmaster,
 }
 
 /// A queue file that cannot be read back.
@@ -221,6 +235,7 @@ mod tests {
             smtputf8: false,
             eight_bit: true,
             submitted_by: "root".into(),
+            report: None,
         }
     }
 

@@ -368,6 +368,7 @@ mod tests {
             smtputf8: false,
             eight_bit: false,
             submitted_by: "root".into(),
+            report: None,
         }
     }
 

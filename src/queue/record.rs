@@ -59,6 +59,10 @@ pub struct AttemptResult {
     /// The protection the attempt had, as the policy layer saw it.
     #[serde(default)]
     pub protection: Option<Protection>,
+    /// The receiving server offered DSN (RFC 3461): it took the report
+    /// requests on, so no "relayed" report is due from here.
+    #[serde(default)]
+    pub remote_dsn: bool,
 }
 
 /// What protected (or would have protected) a copy on its way to a host:
@@ -118,6 +122,9 @@ pub struct QueueEntry {
     /// record kept after the content is removed.
     #[serde(default)]
     pub finished_at: Option<i64>,
+    /// The delay warning (RFC 3464 `Action: delayed`) has been sent.
+    #[serde(default)]
+    pub delay_warned: bool,
 }
 
 /// Version of [`QueueEntry`] records written now. Version 2 added the
@@ -147,6 +154,7 @@ impl QueueEntry {
             attempts: 0,
             last_attempt: None,
             finished_at: None,
+            delay_warned: false,
         }
     }
 

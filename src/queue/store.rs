@@ -266,6 +266,7 @@ mod tests {
                 smtputf8: false,
                 eight_bit: false,
                 submitted_by: String::new(),
+                report: None,
             },
             10,
         )
