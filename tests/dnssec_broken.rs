@@ -69,7 +69,7 @@ fn without_validation_a_host_publishing_tlsa_is_not_used_without_dane_rfc7672_se
     let id = only_id(&world);
     let out = world.queue_run(&[]);
     assert_eq!(mx.sessions(), 0, "no connection: {}", out.stderr);
-    let show = world.env.run(&["queue", "show", &id]);
+    let show = world.env.run(&["queue", "show", "--json", &id]);
     assert!(show.stdout.contains("\"pending\""), "{}", show.stdout);
     assert!(
         show.stdout.contains("cannot be validated"),
@@ -86,7 +86,7 @@ fn without_validation_requiretls_mail_waits_with_the_reason_rfc8689_section_4_2_
     let id = only_id(&world);
     world.queue_run(&[]);
     assert_eq!(mx.sessions(), 0);
-    let show = world.env.run(&["queue", "show", &id]);
+    let show = world.env.run(&["queue", "show", "--json", &id]);
     assert!(show.stdout.contains("\"pending\""), "{}", show.stdout);
     assert!(
         show.stdout.contains("DNSSEC validation is not working"),

@@ -284,15 +284,15 @@ fn queued_id(out: &Output) -> String {
         .to_string()
 }
 
-/// `queue show ID` as JSON (the maildrop note after it removed).
+/// The envelope `queue show --json ID` prints for a message still in the
+/// maildrop.
 fn queue_show(env: &TestEnv, id: &str) -> serde_json::Value {
-    let out = env.run(&["queue", "show", id]);
+    let out = env.run(&["queue", "show", "--json", id]);
     assert_eq!(out.status, 0, "queue show: {}", out.stderr);
-    let json = out
-        .stdout
-        .trim_end()
-        .trim_end_matches("(waiting in the maildrop for pickup)");
-    serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
+    let v: serde_json::Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout));
+    assert_eq!(v["state"], "waiting in the maildrop for pickup", "{v}");
+    v["envelope"].clone()
 }
 
 /// The display name and address of the one `From:` mailbox, decoded

@@ -193,7 +193,7 @@ fn pickup_records_the_file_owner_as_submitter_not_what_the_file_claims() {
     assert_eq!(out.status, 0, "{}", out.stderr);
     let out = install.env.run(&["queue", "run"]);
     assert_eq!(out.status, 0, "{}", out.stderr);
-    let show = install.env.run(&["queue", "show", id]);
+    let show = install.env.run(&["queue", "show", "--json", id]);
     assert!(
         show.stdout.contains("\"submitted_by\": \"nobody\""),
         "{}{}",

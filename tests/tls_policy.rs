@@ -93,7 +93,7 @@ fn submit(world: &World, args: &[&str], message: &str) -> String {
 
 /// `queue show ID` as JSON, with the note after it removed.
 fn show(world: &World, id: &str) -> serde_json::Value {
-    let out = world.env.run(&["queue", "show", id]);
+    let out = world.env.run(&["queue", "show", "--json", id]);
     assert_eq!(out.status, 0, "queue show {id}: {}", out.stderr);
     let json = match out.stdout.rfind("\n(") {
         Some(at) => &out.stdout[..at],

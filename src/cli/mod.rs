@@ -75,7 +75,11 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum QueueCommand {
     /// List queued messages with each recipient's state and last result.
-    List,
+    List {
+        /// Print the listing as JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Deliver due messages once, then exit (what cron runs).
     Run {
         /// Attempt every queued message now, due or not.
@@ -96,6 +100,45 @@ enum QueueCommand {
     Show {
         /// The queue id.
         id: String,
+        /// Print the stored record as JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove messages from the queue, with no report to the sender.
+    Delete {
+        /// Queue ids.
+        #[arg(value_name = "QUEUE_ID", required_unless_present = "all")]
+        ids: Vec<String>,
+        /// Every queued message.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+    /// Fail a message's pending recipients and report it to the sender.
+    Bounce {
+        /// Queue ids.
+        #[arg(value_name = "QUEUE_ID", required = true)]
+        ids: Vec<String>,
+    },
+    /// Stop attempting messages until they are released.
+    Hold {
+        /// Queue ids.
+        #[arg(value_name = "QUEUE_ID", required = true)]
+        ids: Vec<String>,
+    },
+    /// Attempt held messages again.
+    Release {
+        /// Queue ids.
+        #[arg(value_name = "QUEUE_ID", required = true)]
+        ids: Vec<String>,
+    },
+    /// Deliver messages now, due or not (held ones are released).
+    Retry {
+        /// Queue ids.
+        #[arg(value_name = "QUEUE_ID", required_unless_present = "all")]
+        ids: Vec<String>,
+        /// Every queued message.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
     },
     /// Create the queue directory with the permissions of a system install.
     Init {
@@ -125,7 +168,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
                 eprintln!("mailq: takes no arguments");
                 return exitcode::USAGE;
             }
-            with_config(None, queue_cmd::list)
+            with_config(None, |c| queue_cmd::list(c, false))
         }
         "newaliases" => sendmail::newaliases(),
         _ => main_cli(args),
@@ -184,10 +227,28 @@ fn main_cli(mut args: Vec<OsString>) -> i32 {
             };
             with_config(config, |c| queue_cmd::probe(c, &domain, &sender, &record))
         }
-        Command::Mailq | Command::Queue(QueueCommand::List) => with_config(config, queue_cmd::list),
-        Command::Queue(QueueCommand::Show { id }) => {
-            with_config(config, |c| queue_cmd::show(c, &id))
+        Command::Mailq => with_config(config, |c| queue_cmd::list(c, false)),
+        Command::Queue(QueueCommand::List { json }) => {
+            with_config(config, |c| queue_cmd::list(c, json))
         }
+        Command::Queue(QueueCommand::Show { id, json }) => {
+            with_config(config, |c| queue_cmd::show(c, &id, json))
+        }
+        Command::Queue(QueueCommand::Delete { ids, all }) => with_config(config, |c| {
+            queue_cmd::admin(c, queue_cmd::AdminAction::Delete, &ids, all)
+        }),
+        Command::Queue(QueueCommand::Bounce { ids }) => with_config(config, |c| {
+            queue_cmd::admin(c, queue_cmd::AdminAction::Bounce, &ids, false)
+        }),
+        Command::Queue(QueueCommand::Hold { ids }) => with_config(config, |c| {
+            queue_cmd::admin(c, queue_cmd::AdminAction::Hold, &ids, false)
+        }),
+        Command::Queue(QueueCommand::Release { ids }) => with_config(config, |c| {
+            queue_cmd::admin(c, queue_cmd::AdminAction::Release, &ids, false)
+        }),
+        Command::Queue(QueueCommand::Retry { ids, all }) => with_config(config, |c| {
+            queue_cmd::admin(c, queue_cmd::AdminAction::Retry, &ids, all)
+        }),
         Command::Queue(QueueCommand::Init { group }) => {
             with_config(config, |c| queue_cmd::init(c, group.as_deref()))
         }

@@ -29,12 +29,21 @@ fn queue_error(e: &QueueError) -> i32 {
 }
 
 /// Prints the queue, Postfix `mailq` style: one block per message.
-pub(super) fn list(config: &Config) -> i32 {
+pub(super) fn list(config: &Config, json: bool) -> i32 {
     let dir = match locate(config) {
         Ok(d) => d,
         Err(code) => return code,
     };
     match Listing::read(&dir) {
+        Ok(listing) if json => {
+            let value = serde_json::json!({
+                "snapshot_time": listing.snapshot_time,
+                "waiting": listing.waiting.iter().map(|(e, _)| e).collect::<Vec<_>>(),
+                "entries": listing.entries,
+            });
+            println!("{value:#}");
+            exitcode::OK
+        }
         Ok(listing) => {
             print!("{}", render_listing(&listing));
             exitcode::OK
@@ -134,8 +143,9 @@ fn render_entry(out: &mut String, entry: &QueueEntry) {
     }
 }
 
-/// Prints everything stored about one message.
-pub(super) fn show(config: &Config, id: &str) -> i32 {
+/// Prints everything stored about one message: as text, or with `json`
+/// the stored record itself.
+pub(super) fn show(config: &Config, id: &str, json: bool) -> i32 {
     let dir = match locate(config) {
         Ok(d) => d,
         Err(code) => return code,
@@ -145,45 +155,313 @@ pub(super) fn show(config: &Config, id: &str) -> i32 {
         Err(e) => return queue_error(&e),
     };
     if let Some(entry) = listing.entries.iter().find(|e| e.id() == id) {
-        match serde_json::to_string_pretty(entry) {
-            Ok(text) => println!("{text}"),
-            Err(e) => {
-                eprintln!("smarthost: {id}: {e}");
-                return exitcode::SOFTWARE;
-            }
-        }
-        return exitcode::OK;
+        let headers = read_headers(&dir.message_file(id));
+        return print_entry(entry, headers.as_deref(), json, "queued");
     }
     if let Some((env, _)) = listing.waiting.iter().find(|(e, _)| e.id == id) {
-        if let Ok(text) = serde_json::to_string_pretty(env) {
-            println!("{text}");
-        }
-        println!("(waiting in the maildrop for pickup)");
-        return exitcode::OK;
+        let entry = QueueEntry::new(env.clone(), 0);
+        let headers = read_headers(&dir.maildrop().join(id));
+        return print_entry(
+            &entry,
+            headers.as_deref(),
+            json,
+            "waiting in the maildrop for pickup",
+        );
     }
     match finished_record(&dir, id) {
-        Ok(Some(entry)) => {
-            match serde_json::to_string_pretty(&entry) {
-                Ok(text) => println!("{text}"),
-                Err(e) => {
-                    eprintln!("smarthost: {id}: {e}");
-                    return exitcode::SOFTWARE;
-                }
-            }
-            println!("(no longer queued: the content was removed once no recipient was pending)");
-            return exitcode::OK;
+        Ok(Some(entry)) => print_entry(
+            &entry,
+            None,
+            json,
+            "no longer queued: the content was removed once no recipient was pending",
+        ),
+        Ok(None) => {
+            eprintln!("smarthost: {id}: no such message in the queue");
+            exitcode::DATAERR
         }
-        Ok(None) => {}
         Err(e) if e.is_busy() => {
             eprintln!(
                 "smarthost: {id}: not queued; a queue run holds the records of finished messages, try again when it ends"
             );
+            exitcode::TEMPFAIL
+        }
+        Err(e) => queue_error(&e),
+    }
+}
+
+/// The header of a queue file's message, for `queue show`.
+fn read_headers(path: &std::path::Path) -> Option<String> {
+    let (_, message) = crate::queue::file::read(path, true).ok()?;
+    let end = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(message.len(), |p| p + 2);
+    Some(String::from_utf8_lossy(&message[..end]).replace("\r\n", "\n"))
+}
+
+fn print_entry(entry: &QueueEntry, headers: Option<&str>, json: bool, state: &str) -> i32 {
+    if json {
+        let mut value = match serde_json::to_value(entry) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("smarthost: {}: {e}", entry.id());
+                return exitcode::SOFTWARE;
+            }
+        };
+        value["state"] = serde_json::Value::String(state.to_owned());
+        println!("{value:#}");
+        return exitcode::OK;
+    }
+    print!("{}", render_entry_details(entry, headers, state));
+    exitcode::OK
+}
+
+/// `queue show` as text: the envelope, the security record, each
+/// recipient with its state, attempts and last result with its protection,
+/// and the message header.
+fn render_entry_details(entry: &QueueEntry, headers: Option<&str>, state: &str) -> String {
+    let env = &entry.envelope;
+    let mut out = String::new();
+    let _ = writeln!(out, "queue id:     {}", env.id);
+    let _ = writeln!(
+        out,
+        "state:        {state}{}",
+        if entry.held { " (on hold)" } else { "" }
+    );
+    let _ = writeln!(out, "sender:       <{}>", env.sender);
+    let _ = writeln!(out, "arrival:      {}", format_time(env.arrival));
+    let _ = writeln!(out, "size:         {}", entry.size);
+    if !env.submitted_by.is_empty() {
+        let _ = writeln!(out, "submitted by: {}", env.submitted_by);
+    }
+    let _ = writeln!(out, "attempts:     {}", entry.attempts);
+    if let Some(t) = entry.last_attempt {
+        let _ = writeln!(out, "last attempt: {}", format_time(t));
+    }
+    if entry.finished_at.is_none() && !entry.is_finished() && entry.attempts > 0 {
+        let _ = writeln!(out, "next attempt: {}", format_time(entry.next_attempt));
+    }
+    if let Some(t) = entry.finished_at {
+        let _ = writeln!(out, "finished:     {}", format_time(t));
+    }
+    let tls = env
+        .security
+        .summary()
+        .unwrap_or_else(|| "the destination's policy".into());
+    let _ = writeln!(out, "tls:          {tls}");
+    let dsn = &env.dsn;
+    if dsn.notify.is_some() || dsn.ret.is_some() || dsn.envid.is_some() {
+        let _ = writeln!(
+            out,
+            "dsn:          notify={} ret={} envid={}",
+            dsn.notify
+                .as_ref()
+                .map_or("-".into(), |n| format!("{n:?}").to_lowercase()),
+            dsn.ret
+                .map_or("-".into(), |r| format!("{r:?}").to_lowercase()),
+            dsn.envid.as_deref().unwrap_or("-")
+        );
+    }
+    out.push_str("recipients:\n");
+    for r in &entry.recipients {
+        let state = match r.status {
+            RecipientStatus::Pending => "pending",
+            RecipientStatus::Delivered => "delivered",
+            RecipientStatus::Failed => "failed",
+        };
+        let _ = writeln!(out, "  {state:<10} {}", r.address);
+        let Some(last) = &r.last else {
+            continue;
+        };
+        let _ = writeln!(out, "    at:         {}", format_time(last.at));
+        let _ = writeln!(out, "    status:     {} {}", last.status, last.detail);
+        if let Some(host) = &last.host {
+            let ip = last.ip.as_deref().unwrap_or("-");
+            let _ = writeln!(out, "    host:       {host} [{ip}]");
+        }
+        if let Some(reply) = &last.reply {
+            let _ = writeln!(out, "    reply:      {reply}");
+        }
+        if let Some(tls) = &last.tls {
+            let _ = writeln!(
+                out,
+                "    tls:        {} {} (certificate {})",
+                tls.version, tls.cipher, tls.certificate
+            );
+        }
+        if let Some(p) = &last.protection {
+            let _ = writeln!(
+                out,
+                "    protection: policy {}, verification {}, MX {}, REQUIRETLS {}{}",
+                p.policy,
+                p.verification,
+                if p.mx_dnssec {
+                    "DNSSEC-secure"
+                } else {
+                    "not DNSSEC-secure"
+                },
+                if p.requiretls { "sent" } else { "not sent" },
+                if p.tls_required_no {
+                    ", TLS-Required: No"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    if let Some(h) = headers {
+        out.push_str("header:\n");
+        for line in h.lines() {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+    out
+}
+
+/// What `queue delete|bounce|hold|release|retry` does to a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AdminAction {
+    /// Remove it, with no report.
+    Delete,
+    /// Fail every pending recipient and report it to the sender.
+    Bounce,
+    /// Stop attempting it.
+    Hold,
+    /// Attempt it again on schedule.
+    Release,
+    /// Make it due now and run the queue for it.
+    Retry,
+}
+
+impl AdminAction {
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Delete => "deleted",
+            Self::Bounce => "returned to the sender",
+            Self::Hold => "put on hold",
+            Self::Release => "released",
+            Self::Retry => "due now",
+        }
+    }
+}
+
+/// An administrator's action on queued messages (`ids`, or all with
+/// `all`). Each action is logged. The queue is taken as its owner, so a
+/// running queue run makes this wait for nothing: it fails at once with a
+/// message saying so.
+pub(super) fn admin(config: &Config, action: AdminAction, ids: &[String], all: bool) -> i32 {
+    let dir = match locate(config) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    logging::init(LogTarget::Stderr, "info", Some(dir.root()));
+    let queue = match Queue::open(&dir) {
+        Ok(q) => q,
+        Err(e) if e.is_busy() => {
+            eprintln!("smarthost: a queue run holds the queue; try again when it ends");
             return exitcode::TEMPFAIL;
         }
         Err(e) => return queue_error(&e),
+    };
+    // Messages still in the maildrop can be acted on too.
+    if let Err(e) = queue.pickup() {
+        return queue_error(&e);
     }
-    eprintln!("smarthost: {id}: no such message in the queue");
-    exitcode::DATAERR
+    let entries = match queue.entries() {
+        Ok(e) => e,
+        Err(e) => return queue_error(&e),
+    };
+    let mut status = exitcode::OK;
+    let mut chosen = Vec::new();
+    if all {
+        chosen.extend(entries.iter().cloned());
+    } else {
+        for id in ids {
+            match entries.iter().find(|e| e.id() == id) {
+                Some(e) => chosen.push(e.clone()),
+                None => {
+                    eprintln!("smarthost: {id}: no such message in the queue");
+                    status = exitcode::DATAERR;
+                }
+            }
+        }
+    }
+    for mut entry in chosen {
+        let id = entry.id().to_owned();
+        let result = match action {
+            AdminAction::Delete => queue.delete(&id).map(|_| ()),
+            AdminAction::Bounce => bounce(config, &queue, &mut entry),
+            AdminAction::Hold | AdminAction::Release => {
+                entry.held = action == AdminAction::Hold;
+                queue.save(&entry)
+            }
+            AdminAction::Retry => {
+                entry.held = false;
+                entry.next_attempt = crate::delivery::now();
+                queue.save(&entry)
+            }
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(queue_id = %id, action = ?action, user = %real_user_name(),
+                    "administrator action");
+                println!("{id}: {}", action.verb());
+            }
+            Err(e) => {
+                eprintln!("smarthost: {id}: {e}");
+                status = queue_error(&e);
+            }
+        }
+    }
+    if let Err(e) = queue.write_snapshot() {
+        tracing::warn!(error = %e, "cannot write the queue listing");
+    }
+    drop(queue);
+    if action == AdminAction::Retry && status == exitcode::OK {
+        let options = RunOptions {
+            all,
+            ids: if all { Vec::new() } else { ids.to_vec() },
+            domains: Vec::new(),
+        };
+        return run(config, &options, false);
+    }
+    status
+}
+
+/// The name of the user running the command, for the log.
+fn real_user_name() -> String {
+    let uid = nix::unistd::getuid();
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |u| u.name)
+}
+
+/// Fails every pending recipient of `entry` and queues the failure report
+/// (as NOTIFY allows), then records the entry.
+fn bounce(config: &Config, queue: &Queue, entry: &mut QueueEntry) -> Result<(), QueueError> {
+    let before: Vec<RecipientStatus> = entry.recipients.iter().map(|r| r.status).collect();
+    let now = crate::delivery::now();
+    for i in entry.pending().collect::<Vec<_>>() {
+        let rcpt = &mut entry.recipients[i];
+        rcpt.status = RecipientStatus::Failed;
+        rcpt.last = Some(crate::queue::record::AttemptResult {
+            at: now,
+            host: None,
+            ip: None,
+            tls: None,
+            reply: None,
+            status: "5.0.0".into(),
+            detail: "returned to the sender by the mail administrator".into(),
+            protection: None,
+            remote_dsn: false,
+        });
+    }
+    let message = queue.message(entry.id())?;
+    for report in crate::reports::due(config, entry, &before, &message, now) {
+        queue.dir().deposit(&report.envelope, &report.message)?;
+    }
+    queue.save(entry)
 }
 
 /// Creates the system queue layout.

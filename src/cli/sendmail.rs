@@ -45,7 +45,7 @@ pub(super) fn main(args: &[OsString]) -> i32 {
     };
     match &args.mode {
         Mode::Deliver => submit(&args, &config),
-        Mode::ListQueue => super::queue_cmd::list(&config),
+        Mode::ListQueue => super::queue_cmd::list(&config, false),
         Mode::QueueRun { selection, .. } => {
             super::queue_cmd::run(&config, &run_options(selection), false)
         }

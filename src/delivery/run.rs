@@ -35,6 +35,9 @@ pub struct RunOptions {
 
 impl RunOptions {
     fn selects(&self, entry: &QueueEntry, now: i64) -> bool {
+        if entry.held {
+            return false;
+        }
         if !self.ids.is_empty() {
             return self.ids.iter().any(|id| id == entry.id());
         }

@@ -159,6 +159,25 @@ impl Queue {
         Ok(self.store.get(id)?)
     }
 
+    /// Removes a message from the queue without a trace but the log: its
+    /// queue file, then its entry (`queue delete`). Returns false when
+    /// there is no such message.
+    pub fn delete(&self, id: &str) -> Result<bool, QueueError> {
+        if self.store.get(id)?.is_none() {
+            return Ok(false);
+        }
+        let path = self.dir.message_file(id);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(QueueError::io(&path, e)),
+        }
+        sync_dir(&self.dir.messages())?;
+        self.store.remove(id)?;
+        self.store.sync()?;
+        Ok(true)
+    }
+
     /// The record of a message that has left the queue.
     pub fn finished(&self, id: &str) -> Result<Option<QueueEntry>, QueueError> {
         Ok(self.store.finished(id)?)

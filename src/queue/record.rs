@@ -125,6 +125,10 @@ pub struct QueueEntry {
     /// The delay warning (RFC 3464 `Action: delayed`) has been sent.
     #[serde(default)]
     pub delay_warned: bool,
+    /// Put on hold by the administrator (`queue hold`): not attempted
+    /// until released.
+    #[serde(default)]
+    pub held: bool,
 }
 
 /// Version of [`QueueEntry`] records written now. Version 2 added the
@@ -155,6 +159,7 @@ impl QueueEntry {
             last_attempt: None,
             finished_at: None,
             delay_warned: false,
+            held: false,
         }
     }
 
