@@ -12,6 +12,7 @@ pub mod config;
 pub mod delivery;
 pub mod envelope;
 pub mod exitcode;
+pub mod listener;
 pub mod logging;
 pub mod policy;
 pub mod queue;
