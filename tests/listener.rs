@@ -403,3 +403,103 @@ fn sendmail_bs_speaks_the_symfony_mailer_dialogue() {
     assert!(data.contains("\r\n.leading dot\r\n"), "{data}");
     assert!(data.contains("(from userid "), "{data}");
 }
+
+#[test]
+fn connection_limits_and_command_timeout_rfc5321_section_4_5_3_2_7() {
+    let world = World::new(zone(), "");
+    let daemon = start(
+        &world,
+        true,
+        "max_connections_per_client = 1\ncommand_timeout = 1",
+    );
+    let mut first = daemon.connect();
+    assert!(first.reply().starts_with("220 "));
+    let mut second = daemon.connect();
+    assert_eq!(code(&second.reply()), "421 4.7.0");
+    // A client on another address still gets in.
+    let mut other = daemon.connect_from(Ipv4Addr::new(127, 0, 0, 3));
+    assert!(other.reply().starts_with("220 "));
+    // The silent first client is dropped after command_timeout.
+    assert_eq!(code(&first.reply()), "421 4.4.2");
+    assert!(first.closed());
+}
+
+#[test]
+fn sighup_reloads_the_configuration_and_cron_runs_stay_quiet() {
+    let world = World::new(zone(), "");
+    let mut daemon = start(&world, true, "allow = [\"127.0.0.1/32\"]");
+    let stranger = Ipv4Addr::new(127, 0, 0, 2);
+    let mut client = daemon.connect_from(stranger);
+    hello(&mut client);
+    assert_eq!(
+        code(&client.cmd("MAIL FROM:<alice@example.net>")),
+        "530 5.7.0"
+    );
+    drop(client);
+    // A queue run from cron finds the queue held and exits quietly.
+    let out = world.queue_run(&[]);
+    assert!(
+        out.stderr.contains("another smarthost process"),
+        "{}",
+        out.stderr
+    );
+
+    let config = world
+        .config()
+        .replace("allow = [\"127.0.0.1/32\"]", "allow = [\"127.0.0.0/8\"]");
+    std::fs::write(&world.env.config_path, config).unwrap();
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    daemon.wait_for_log(
+        "SIGHUP: configuration, certificate and auth file reloaded",
+        WAIT,
+    );
+    let mut client = daemon.connect_from(stranger);
+    hello(&mut client);
+    assert_eq!(
+        code(&client.cmd("MAIL FROM:<alice@example.net>")),
+        "250 2.1.0"
+    );
+    drop(client);
+
+    // A broken file keeps the old configuration in force.
+    std::fs::write(&world.env.config_path, "no_such_key = 1\n").unwrap();
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    daemon.wait_for_log("configuration not reloaded", WAIT);
+    let mut client = daemon.connect_from(stranger);
+    hello(&mut client);
+    assert_eq!(
+        code(&client.cmd("MAIL FROM:<alice@example.net>")),
+        "250 2.1.0"
+    );
+    drop(client);
+    stop(&mut daemon);
+}
+
+#[test]
+fn auth_login_over_tls_rfc4954_section_4() {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let world = World::new(zone(), "");
+    let auth = world.env.dir.path().join("auth.toml");
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    std::fs::write(&auth, format!("mta = {hash:?}\n")).unwrap();
+    let extra = format!(
+        "allow = []\nauth_file = {}",
+        toml_string(&auth.to_string_lossy())
+    );
+    let daemon = start(&world, true, &extra);
+    let mut client = daemon.connect();
+    hello(&mut client);
+    let (mut client, _) = tls(client, &ca_pem(&world));
+    assert_eq!(
+        code(&client.cmd("MAIL FROM:<alice@example.net>")),
+        "530 5.7.0"
+    );
+    assert!(client.cmd("AUTH LOGIN").starts_with("334 VXNlcm5hbWU6"));
+    assert!(client.cmd(&b64("mta")).starts_with("334 UGFzc3dvcmQ6"));
+    assert_eq!(code(&client.cmd(&b64("pw"))), "235 2.7.0");
+    assert_eq!(
+        code(&client.cmd("MAIL FROM:<alice@example.net>")),
+        "250 2.1.0"
+    );
+}

@@ -380,6 +380,17 @@ async fn turn_away(mut stream: TcpStream) {
     let _ = stream.shutdown().await;
 }
 
+/// A fresh delivery agent with the same configuration, so that the
+/// DNSSEC self-check (made once per agent, as once per `queue run`) is
+/// made again every hour in a long-running daemon.
+fn renew_agent(live: &Live) {
+    let config = live.agent().config().clone();
+    match Agent::new(config) {
+        Ok(agent) => *live.agent.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(agent),
+        Err(e) => warn!(error = %e, "cannot renew the delivery agent; the current one stays"),
+    }
+}
+
 /// Delivers what is due, then waits for a new message, the poll interval
 /// or shutdown.
 async fn delivery_loop(
@@ -390,13 +401,17 @@ async fn delivery_loop(
 ) {
     let mut last_purge: Option<tokio::time::Instant> = None;
     loop {
-        let agent = live.agent();
         if last_purge.is_none_or(|t| t.elapsed() >= PURGE_INTERVAL) {
-            if let Err(e) = queue.purge_finished(agent.config().delivered_retention) {
+            if last_purge.is_some() {
+                renew_agent(&live);
+            }
+            let retention = live.agent().config().delivered_retention;
+            if let Err(e) = queue.purge_finished(retention) {
                 warn!(error = %e, "cannot remove expired records of finished messages");
             }
             last_purge = Some(tokio::time::Instant::now());
         }
+        let agent = live.agent();
         let options = queue_run::RunOptions::default();
         let pass = queue_run::pass(agent, &queue, &options);
         tokio::pin!(pass);
