@@ -549,6 +549,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .refuse(501, "5.5.2 Authentication cancelled or malformed")
                 .await;
         };
+        // LIMITATION: failed attempts are limited only by MAX_ERRORS per
+        // session and the connection limits; there is no delay or
+        // per-address lockout after repeated failures.
         let check_user = user.clone();
         let ok = tokio::task::spawn_blocking(move || credentials.verify(&check_user, &password))
             .await
@@ -616,7 +619,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .map(|p| (user, p)))
     }
 
-    /// Refusal of MAIL for a client that may not relay.
+    /// True when the client may relay: its address is allowed, it is the
+    /// local user, or it authenticated.
     fn may_relay(&self) -> bool {
         self.relay_allowed || self.auth_user.is_some()
     }
