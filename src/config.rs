@@ -155,6 +155,222 @@ struct FileConfig {
     bounce_queue_lifetime: Option<DurationValue>,
     delay_warning_time: Option<DurationValue>,
     postmaster: Option<String>,
+    #[serde(default)]
+    listen: ListenSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenSection {
+    addresses: Option<Vec<String>>,
+    allow: Option<Vec<String>>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    auth_file: Option<PathBuf>,
+    max_recipients: Option<usize>,
+    max_connections: Option<usize>,
+    max_connections_per_client: Option<usize>,
+    command_timeout: Option<u64>,
+    data_timeout: Option<u64>,
+    #[serde(default)]
+    requiretls_plaintext_loopback: bool,
+}
+
+/// A network in CIDR notation (`127.0.0.0/8`, `::1/128`; a bare address
+/// is a single host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    /// The network address.
+    pub addr: IpAddr,
+    /// The prefix length.
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `ADDRESS/PREFIX` or `ADDRESS`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (addr, prefix) = match text.trim().split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text.trim(), None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{text:?}: expected an address or ADDRESS/PREFIX"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?}: prefix length must be 0 to {max}"))?,
+        };
+        Ok(Self { addr, prefix })
+    }
+
+    /// True when `ip` is inside the network (an IPv4-mapped IPv6 address
+    /// counts as its IPv4 address).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// The relayhost listener (`smarthost serve`, `sendmail -bs`): `[listen]`.
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    /// Where `serve` listens.
+    pub addresses: Vec<SocketAddr>,
+    /// Clients that may relay without authenticating.
+    pub allow: Vec<Cidr>,
+    /// STARTTLS certificate chain (PEM); a self-signed one is made when unset.
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// `name = "<PHC hash>"` lines for AUTH over TLS.
+    pub auth_file: Option<PathBuf>,
+    /// Recipients accepted per message.
+    pub max_recipients: usize,
+    /// Open connections in all.
+    pub max_connections: usize,
+    /// Open connections from one client address.
+    pub max_connections_per_client: usize,
+    /// Time allowed for a client command (RFC 5321 §4.5.3.2.7: 5 minutes).
+    pub command_timeout: Duration,
+    /// Time allowed for each piece of DATA (RFC 5321 §4.5.3.2.5: 3 minutes).
+    pub data_timeout: Duration,
+    /// Accept `MAIL ... REQUIRETLS` on a plaintext session from a loopback
+    /// address (a deviation from RFC 8689 §2, off by default).
+    pub requiretls_plaintext_loopback: bool,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            addresses: vec![
+                SocketAddr::from(([127, 0, 0, 1], 10025)),
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 10025)),
+            ],
+            allow: vec![
+                Cidr {
+                    addr: IpAddr::from([127, 0, 0, 0]),
+                    prefix: 8,
+                },
+                Cidr {
+                    addr: IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+                    prefix: 128,
+                },
+            ],
+            cert_file: None,
+            key_file: None,
+            auth_file: None,
+            max_recipients: 1000,
+            max_connections: 100,
+            max_connections_per_client: 10,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(180),
+            requiretls_plaintext_loopback: false,
+        }
+    }
+}
+
+impl ListenSection {
+    fn resolve(
+        self,
+        invalid: impl Fn(&str, String) -> ConfigError,
+    ) -> Result<ListenConfig, ConfigError> {
+        let mut listen = ListenConfig::default();
+        if let Some(addresses) = self.addresses {
+            listen.addresses = addresses
+                .iter()
+                .map(|a| {
+                    a.trim()
+                        .parse::<SocketAddr>()
+                        .map_err(|_| format!("{a:?}: expected ADDRESS:PORT or [ADDRESS]:PORT"))
+                })
+                .collect::<Result<_, _>>()
+                .map_err(|m| invalid("listen.addresses", m))?;
+        }
+        if let Some(allow) = self.allow {
+            listen.allow = allow
+                .iter()
+                .map(|c| Cidr::parse(c))
+                .collect::<Result<_, _>>()
+                .map_err(|m| invalid("listen.allow", m))?;
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err(invalid(
+                "listen.cert_file",
+                "cert_file and key_file must be given together".into(),
+            ));
+        }
+        // The files are read by `serve` only (which names them when they
+        // are unusable): every user's `sendmail` loads this configuration
+        // and may not be able to see a private key's directory.
+        listen.cert_file = self.cert_file;
+        listen.key_file = self.key_file;
+        listen.auth_file = self.auth_file;
+        let positive = |key: &str, v: Option<usize>, default: usize| match v {
+            Some(0) => Err(invalid(key, "must be at least 1".into())),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        listen.max_recipients = positive(
+            "listen.max_recipients",
+            self.max_recipients,
+            listen.max_recipients,
+        )?;
+        listen.max_connections = positive(
+            "listen.max_connections",
+            self.max_connections,
+            listen.max_connections,
+        )?;
+        listen.max_connections_per_client = positive(
+            "listen.max_connections_per_client",
+            self.max_connections_per_client,
+            listen.max_connections_per_client,
+        )?;
+        let secs = |key: &str, v: Option<u64>, default: Duration| match v {
+            Some(0) => Err(invalid(key, "must be at least 1 second".into())),
+            Some(n) => Ok(Duration::from_secs(n)),
+            None => Ok(default),
+        };
+        listen.command_timeout = secs(
+            "listen.command_timeout",
+            self.command_timeout,
+            listen.command_timeout,
+        )?;
+        listen.data_timeout = secs(
+            "listen.data_timeout",
+            self.data_timeout,
+            listen.data_timeout,
+        )?;
+        listen.requiretls_plaintext_loopback = self.requiretls_plaintext_loopback;
+        Ok(listen)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -414,6 +630,8 @@ pub struct Config {
     pub delay_warning_time: Duration,
     /// Where reports that cannot be delivered go.
     pub postmaster: String,
+    /// The relayhost listener (`[listen]`).
+    pub listen: ListenConfig,
 }
 
 impl Config {
@@ -616,6 +834,7 @@ impl Config {
             }
             None => format!("postmaster@{domain}"),
         };
+        let listen = file.listen.resolve(invalid)?;
         Ok(Self {
             source: path.map(Path::to_owned),
             queue_dir: file.queue_dir,
@@ -653,6 +872,7 @@ impl Config {
             bounce_queue_lifetime,
             delay_warning_time,
             postmaster,
+            listen,
         })
     }
 }
@@ -791,6 +1011,65 @@ impl Secrets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_defaults_and_values() {
+        let c = Config::from_toml("", None).unwrap();
+        assert_eq!(c.listen.addresses.len(), 2);
+        assert_eq!(c.listen.max_recipients, 1000);
+        assert!(c
+            .listen
+            .allow
+            .iter()
+            .any(|n| n.contains("127.0.0.5".parse().unwrap())));
+        assert!(c
+            .listen
+            .allow
+            .iter()
+            .any(|n| n.contains("::1".parse().unwrap())));
+        assert!(!c
+            .listen
+            .allow
+            .iter()
+            .any(|n| n.contains("10.0.0.1".parse().unwrap())));
+        let c = Config::from_toml(
+            "[listen]\naddresses = [\"127.0.0.2:2525\"]\nallow = [\"192.0.2.0/24\", \"2001:db8::1\"]\n\
+             max_recipients = 5\ncommand_timeout = 10\nrequiretls_plaintext_loopback = true\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.listen.addresses, ["127.0.0.2:2525".parse().unwrap()]);
+        assert!(c.listen.allow[0].contains("192.0.2.200".parse().unwrap()));
+        assert!(c.listen.allow[0].contains("::ffff:192.0.2.1".parse().unwrap()));
+        assert!(!c.listen.allow[0].contains("192.0.3.1".parse().unwrap()));
+        assert!(c.listen.allow[1].contains("2001:db8::1".parse().unwrap()));
+        assert_eq!(c.listen.max_recipients, 5);
+        assert_eq!(c.listen.command_timeout, Duration::from_secs(10));
+        assert!(c.listen.requiretls_plaintext_loopback);
+    }
+
+    #[test]
+    fn bad_listen_values_name_the_key() {
+        for (text, key) in [
+            ("[listen]\nallow = [\"10.0.0.0/33\"]", "listen.allow"),
+            ("[listen]\naddresses = [\"localhost\"]", "listen.addresses"),
+            ("[listen]\nmax_connections = 0", "listen.max_connections"),
+            ("[listen]\ndata_timeout = 0", "listen.data_timeout"),
+            (
+                "[listen]\ncert_file = \"/etc/cert.pem\"",
+                "listen.cert_file",
+            ),
+        ] {
+            let e = Config::from_toml(text, Some(Path::new("f.toml"))).unwrap_err();
+            assert!(e.to_string().contains(key), "{text}: {e}");
+        }
+        let e = Config::from_toml(
+            "[listen]\nmax_recipients = \"x\"",
+            Some(Path::new("f.toml")),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("line 2"), "{e}");
+    }
 
     #[test]
     fn empty_file_gives_defaults() {

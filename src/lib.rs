@@ -1,7 +1,8 @@
 //! smarthost: an outbound-only mail delivery agent.
 //!
 //! A message travels through the modules in this order: [`submission`] (the
-//! sendmail interface), the queue, routing (MX resolution), policy (TLS
+//! sendmail interface) or [`listener`] (SMTP from a local MTA, `smarthost
+//! serve`, `sendmail -bs`), the queue, routing (MX resolution), policy (TLS
 //! requirements), the SMTP client, and reports. Each module's documentation
 //! says what it owns.
 
@@ -12,6 +13,7 @@ pub mod config;
 pub mod delivery;
 pub mod envelope;
 pub mod exitcode;
+pub mod listener;
 pub mod logging;
 pub mod policy;
 pub mod queue;

@@ -1305,14 +1305,14 @@ fn unwritable_queue_is_ex_cantcreat_73_not_tempfail_75() {
 
 /// Every early refusal reads standard input to its end, so that callers
 /// such as git send-email never die of a broken pipe: the `-bs` mode that
-/// does not exist yet, a `-q` given recipients, and a bad configuration.
+/// `-bs` and `-bp` given recipients, and a bad configuration.
 #[test]
-fn stdin_is_read_to_the_end_on_early_errors_bs_and_bad_configuration() {
+fn stdin_is_read_to_the_end_on_early_errors_and_bad_configuration() {
     let world = world();
     let input = || big_message("To: bob@example.org\n\n");
     assert_refused(
         &world,
-        smarthost_sendmail(&world.env, &["-bs"]),
+        smarthost_sendmail(&world.env, &["-bs", "bob@example.org"]),
         input(),
         64,
         &["-bs"],

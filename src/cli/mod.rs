@@ -8,6 +8,7 @@
 
 mod queue_cmd;
 mod sendmail;
+mod serve;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,11 @@ enum Command {
     /// Queue administration and delivery runs.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// Run the relayhost listener and deliver continuously: an ESMTP
+    /// server for the local MTA on `[listen] addresses` (STARTTLS,
+    /// REQUIRETLS, DSN, AUTH over TLS). Holds the queue until SIGTERM;
+    /// SIGHUP reloads the configuration.
+    Serve,
     /// Show what a delivery to DOMAIN would do and why, per MX host,
     /// without sending mail (DNS, DNSSEC, TLSA, EHLO, STARTTLS, EHLO,
     /// QUIT). Exit status 0: a message could be delivered now; 1: it could
@@ -226,6 +232,10 @@ fn main_cli(mut args: Vec<OsString>) -> i32 {
                 }
             };
             with_config(config, |c| queue_cmd::probe(c, &domain, &sender, &record))
+        }
+        Command::Serve => {
+            let explicit = config.map(Path::to_owned);
+            with_config(config, |c| serve::main(c, explicit))
         }
         Command::Mailq => with_config(config, |c| queue_cmd::list(c, false)),
         Command::Queue(QueueCommand::List { json }) => {

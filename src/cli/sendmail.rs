@@ -50,11 +50,7 @@ pub(super) fn main(args: &[OsString]) -> i32 {
             super::queue_cmd::run(&config, &run_options(selection), false)
         }
         Mode::NewAliases => newaliases(),
-        Mode::SmtpStdin => {
-            drain_stdin();
-            eprintln!("sendmail: -bs (SMTP on standard input) is not available in this version of smarthost");
-            exitcode::USAGE
-        }
+        Mode::SmtpStdin => smtp_on_stdin(&args, &config),
         Mode::Unsupported(mode) => {
             drain_stdin();
             eprintln!("sendmail: {mode}: smarthost is an outbound-only delivery agent and has no such mode; nothing was sent");
@@ -170,6 +166,77 @@ fn submit(args: &SendmailArgs, config: &Config) -> i32 {
         Err(e) => {
             eprintln!("sendmail: cannot queue the message: {e}");
             exitcode::CANTCREAT
+        }
+    }
+}
+
+/// `sendmail -bs`: an SMTP session on standard input and output
+/// (SENDMAIL-NOTES §7: Symfony Mailer, Alpine). The caller is the local
+/// user, who may relay; STARTTLS is not offered (the pipe never crosses a
+/// network, so REQUIRETLS is accepted on it); each message is deposited
+/// in the maildrop as a normal submission is, and one delivery pass is
+/// started at the end, as after `sendmail`.
+fn smtp_on_stdin(args: &SendmailArgs, config: &Config) -> i32 {
+    use crate::listener::{Client, Maildrop, Session, SessionEnd, Settings};
+    let user = match real_user() {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("sendmail: {e}");
+            return exitcode::OSERR;
+        }
+    };
+    let dir = match QueueDir::locate(config) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("sendmail: {e}");
+            return exitcode::CANTCREAT;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sendmail: cannot start the runtime: {e}");
+            return exitcode::OSERR;
+        }
+    };
+    let settings = Settings {
+        hostname: config.hostname.clone(),
+        domain: config.domain.clone(),
+        max_message_size: config.max_message_size,
+        listen: config.listen.clone(),
+        tls: None,
+        credentials: None,
+    };
+    let client = Client::Local {
+        user: user.name.clone(),
+        uid: user.uid.as_raw(),
+    };
+    let sink = std::sync::Arc::new(Maildrop::new(dir.clone(), None));
+    let (_keep, shutdown) = tokio::sync::watch::channel(false);
+    let stream = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
+    let mut session = Session::new(
+        stream,
+        std::sync::Arc::new(settings),
+        client,
+        true,
+        sink,
+        shutdown,
+    );
+    let result = runtime.block_on(session.run());
+    // Standard input is read on a blocking thread that may still wait for
+    // input nobody will send; do not wait for it.
+    runtime.shutdown_background();
+    if !session.accepted.is_empty() && !config.submit_only {
+        start_delivery_pass(&dir, args);
+    }
+    match result {
+        Ok(()) | Err(SessionEnd::Closed) => exitcode::OK,
+        Err(e) => {
+            eprintln!("sendmail: -bs: {e}");
+            exitcode::TEMPFAIL
         }
     }
 }

@@ -102,6 +102,22 @@ pub async fn run(
     }
 }
 
+/// One pass over a queue the caller already holds (the daemon keeps it
+/// open for its lifetime): pick up, deliver what `options` selects and is
+/// due, each message at most once, until nothing new is due; then write
+/// the listing for `mailq`.
+pub async fn pass(
+    agent: Arc<Agent>,
+    queue: &Arc<Queue>,
+    options: &RunOptions,
+) -> Result<RunSummary, QueueError> {
+    let mut summary = RunSummary::default();
+    let mut attempted = BTreeSet::new();
+    drain(&agent, queue, options, &mut attempted, &mut summary).await?;
+    queue.write_snapshot()?;
+    Ok(summary)
+}
+
 /// Picks up and delivers until nothing new is due.
 async fn drain(
     agent: &Arc<Agent>,

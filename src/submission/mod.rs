@@ -152,16 +152,7 @@ pub fn prepare(
     }
     add_missing_fields(&mut message, args, ctx, &sender);
 
-    // RFC 8689 §3: one `TLS-Required:` field whose only defined value is
-    // "No". A repeated field or another value is treated as absent, so
-    // that nothing but a clear request weakens the delivery policy.
-    let tls_required: Vec<&Field> = message
-        .fields
-        .iter()
-        .filter(|f| f.is("TLS-Required"))
-        .collect();
-    let tls_required_no = matches!(tls_required.as_slice(), [only]
-        if String::from_utf8_lossy(only.value_bytes()).trim().eq_ignore_ascii_case("no"));
+    let tls_required_no = tls_required_no(&message);
 
     let message = lines::fit_line_length(message.to_bytes());
     let smtputf8 = !sender.is_ascii() || recipients.iter().any(|r| !r.is_ascii());
@@ -175,6 +166,20 @@ pub fn prepare(
         smtputf8,
         eight_bit,
     })
+}
+
+/// True when the header has exactly one `TLS-Required:` field and its
+/// value is `No` (RFC 8689 §3, the only value defined). A repeated field or
+/// another value is treated as absent, so that nothing but a clear request
+/// weakens the delivery policy. Used by submission and the SMTP listener.
+pub fn tls_required_no(message: &Message) -> bool {
+    let tls_required: Vec<&Field> = message
+        .fields
+        .iter()
+        .filter(|f| f.is("TLS-Required"))
+        .collect();
+    matches!(tls_required.as_slice(), [only]
+        if String::from_utf8_lossy(only.value_bytes()).trim().eq_ignore_ascii_case("no"))
 }
 
 /// `-f`/`-r` (its first address; `<>` or empty is the null sender), else

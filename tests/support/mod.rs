@@ -11,6 +11,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod certs;
+pub mod daemon;
 pub mod env;
 pub mod fake_dns;
 pub mod fake_mx;
