@@ -1,11 +1,12 @@
 //! Interoperability: real SMTP software on either side of `smarthost serve`.
 //! swaks as a client, a private Postfix instance that uses `serve` as its
-//! relayhost, and a scripted client for the parameters swaks cannot send.
-//! Mail leaves `serve` for a fake MX found through the World's fake DNS.
+//! relayhost, and a scripted client for the parameters swaks cannot send;
+//! the same client also talks to `sendmail -bs` over its pipes. Mail leaves
+//! smarthost for a fake MX found through the World's fake DNS.
 //!
 //! Every test skips, with one `SKIPPED` line on stderr, when what it needs
-//! is missing: `smarthost serve` itself (a binary without the subcommand),
-//! swaks with TLS, or Postfix and root. `.ci/run` installs the tools.
+//! is missing: `smarthost serve` or `sendmail -bs` itself (a binary without
+//! them), swaks with TLS, or Postfix and root. `.ci/run` installs the tools.
 //!
 //! The harness tests at the end need no `serve`: they check the Postfix,
 //! swaks and scripted-client helpers against a fake MX, so the helpers are
@@ -13,7 +14,9 @@
 
 mod support;
 
+use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -22,7 +25,7 @@ use support::serve::{serve_unavailable, Serve};
 use support::smtp_client::SmtpClient;
 use support::tools::{skip, Swaks};
 use support::world::{zone, World, MX1};
-use support::{free_port_on, FakeMx, ReceivedMessage};
+use support::{free_port_on, FakeMx, ReceivedMessage, TestEnv};
 
 /// How long a test waits for mail to arrive at the fake MX.
 const WAIT: Duration = Duration::from_secs(60);
@@ -43,6 +46,22 @@ fn swaks_unavailable() -> Option<String> {
 
 fn postfix_unavailable() -> Option<String> {
     support::postfix::postfix_unavailable()
+}
+
+/// Why `sendmail -bs` cannot be tested, or `None` when it can: it can when
+/// a session that only says QUIT gets a 220 greeting and exit status 0.
+fn sendmail_bs_unavailable() -> Option<String> {
+    let env = TestEnv::new();
+    env.write_config("submit_only = true\n");
+    let out = env.sendmail(&["-bs"], b"QUIT\r\n");
+    if out.status == 0 && out.stdout.starts_with("220") {
+        return None;
+    }
+    Some(format!(
+        "this smarthost has no `sendmail -bs` (exit {}: {})",
+        out.status,
+        out.stderr.trim()
+    ))
 }
 
 /// Whether `test` can run; when it cannot, says why and the test returns.
@@ -304,6 +323,72 @@ fn requiretls_and_dsn_parameters_after_starttls_are_passed_on_through_the_relay(
     );
 }
 
+#[test]
+fn sendmail_bs_takes_a_message_over_smtp_on_its_pipes_and_queue_run_delivers_it() {
+    const TEST: &str = "sendmail_bs_takes_a_message_over_smtp";
+    if !require(TEST, &[sendmail_bs_unavailable]) {
+        return;
+    }
+    let world = World::new(zone(), "");
+    require_verified_tls_to_example_org(&world);
+    let mx = world.mx(MX1, "mx1.example.org").start();
+    let log_path = world.env.dir.path().join("sendmail-bs.log");
+    let mut child = world
+        .env
+        .cmd(&["sendmail", "-bs"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(File::create(&log_path).expect("create the sendmail log"))
+        .spawn()
+        .expect("start sendmail -bs");
+    let replies = child.stdout.take().expect("piped stdout");
+    let commands = child.stdin.take().expect("piped stdin");
+
+    let mut client = SmtpClient::over_pipes(replies, commands);
+    let ehlo = client.command_expect("EHLO client.example.test", 250);
+    for keyword in ["PIPELINING", "DSN", "8BITMIME", "SIZE"] {
+        assert!(ehlo.has_capability(keyword), "no {keyword}: {ehlo:?}");
+    }
+    client.command_expect("MAIL FROM:<alice@example.net> RET=HDRS ENVID=bs-1", 250);
+    client.command_expect("RCPT TO:<bob@example.org> NOTIFY=SUCCESS", 250);
+    client.command_expect("DATA", 354);
+    let reply = client.send_data(MESSAGE);
+    assert_eq!(reply.code, 250, "DATA refused\n{}", client.transcript);
+    client.command_expect("QUIT", 221);
+    drop(client);
+
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for sendmail -bs") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("sendmail -bs did not exit after QUIT");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(status.success(), "sendmail -bs: {status}\n{log}");
+
+    world.queue_run(&[]);
+    let message = &mx.wait_for_messages(1, WAIT)[0];
+    assert_eq!(message.mail_from, "alice@example.net");
+    assert_eq!(message.rcpt_addrs(), ["bob@example.org"]);
+    assert!(message.tls.is_some(), "delivered in plaintext");
+    assert!(
+        has_param(&message.mail_params, "ENVID=bs-1"),
+        "{:?}",
+        message.mail_params
+    );
+    assert!(
+        has_param(&message.rcpts[0].1, "NOTIFY=SUCCESS"),
+        "{:?}",
+        message.rcpts
+    );
+}
+
 // The harness itself, without `serve`.
 
 #[test]
@@ -385,6 +470,59 @@ fn harness_postfix_relays_to_a_fake_mx_and_leaves_no_process_behind() {
     drop(postfix);
     let left = instance_processes(&config_dir);
     assert!(left.is_empty(), "Postfix processes left behind: {left:?}");
+}
+
+/// Both ways into Postfix, its own `sendmail -C DIR` and `sendmail -bs`
+/// spoken to over its pipes (which also checks the client's pipe mode).
+#[test]
+fn harness_postfix_sendmail_and_sendmail_bs_inject_into_the_instance() {
+    const TEST: &str = "harness_postfix_sendmail_and_sendmail_bs";
+    if !require(TEST, &[postfix_unavailable]) {
+        return;
+    }
+    let world = World::new(zone(), "");
+    let mx = world.mx(MX1, "mx1.example.org").start();
+    let postfix = Postfix::start(mx.addr, "").unwrap_or_else(|reason| panic!("{reason}"));
+
+    let out = postfix.sendmail(
+        &["-f", "alice@example.net", "bob@example.org"],
+        MESSAGE.as_bytes(),
+    );
+    assert_eq!(out.status, 0, "Postfix sendmail: {}", out.stderr);
+
+    let mut child = postfix
+        .sendmail_command(&["-bs"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start Postfix's sendmail -bs");
+    let replies = child.stdout.take().expect("piped stdout");
+    let commands = child.stdin.take().expect("piped stdin");
+    let mut client = SmtpClient::over_pipes(replies, commands);
+    client.command_expect("EHLO client.example.test", 250);
+    client.command_expect("MAIL FROM:<carol@example.net>", 250);
+    client.command_expect("RCPT TO:<dave@example.org>", 250);
+    client.command_expect("DATA", 354);
+    let reply = client.send_data(MESSAGE);
+    assert_eq!(reply.code, 250, "{}", client.transcript);
+    client.command_expect("QUIT", 221);
+    drop(client);
+    assert!(child.wait().expect("wait for sendmail -bs").success());
+
+    let deadline = Instant::now() + WAIT;
+    while mx.messages().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "Postfix relayed {} of 2 messages\n{}",
+            mx.messages().len(),
+            postfix.diagnostics()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let mut senders: Vec<String> = mx.messages().into_iter().map(|m| m.mail_from).collect();
+    senders.sort();
+    assert_eq!(senders, ["alice@example.net", "carol@example.net"]);
 }
 
 #[test]

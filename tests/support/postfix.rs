@@ -147,6 +147,28 @@ impl Postfix {
         run_command(cmd, b"")
     }
 
+    /// A command running this instance's own `sendmail -C DIR <args>`
+    /// (`sendmail_path`, so never smarthost's `sendmail` link).
+    pub fn sendmail_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(self.parameter("sendmail_path"));
+        cmd.arg("-C").arg(&self.config_dir).args(args);
+        cmd
+    }
+
+    /// Injects `message` with this instance's `sendmail -C DIR <args>`.
+    pub fn sendmail(&self, args: &[&str], message: &[u8]) -> Output {
+        run_command(self.sendmail_command(args), message)
+    }
+
+    /// The value of a main.cf parameter, from `postconf -c DIR -h NAME`.
+    pub fn parameter(&self, name: &str) -> String {
+        let mut cmd = Command::new(find_program("postconf").expect("postconf is installed"));
+        cmd.arg("-c").arg(&self.config_dir).arg("-h").arg(name);
+        let out = run_command(cmd, b"");
+        assert_eq!(out.status, 0, "postconf {name}: {}", out.stderr);
+        out.stdout.trim().to_string()
+    }
+
     /// Runs `postqueue -c DIR -p`: the instance's queue listing.
     pub fn mailq(&self) -> String {
         let Some(postqueue) = find_program("postqueue") else {

@@ -1,6 +1,7 @@
 //! A scripted, blocking SMTP client for saying exactly what a test needs on
-//! the wire: commands swaks cannot send (REQUIRETLS, DSN parameters), or a
-//! message handed to a Postfix smtpd.
+//! the wire: commands swaks cannot send (REQUIRETLS, DSN parameters), a
+//! message handed to a Postfix smtpd, or a session with `sendmail -bs` over
+//! its standard input and output.
 //!
 //! STARTTLS accepts any server certificate: the servers this client talks
 //! to make their own self-signed ones, and what is tested is what they do
@@ -8,6 +9,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::process::{ChildStdin, ChildStdout};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +42,8 @@ impl Reply {
 enum Stream {
     Plain(TcpStream),
     Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+    /// A child's standard output (its replies) and input (our commands).
+    Pipes(ChildStdout, ChildStdin),
     /// Only while STARTTLS swaps one for the other.
     Gone,
 }
@@ -59,8 +63,19 @@ impl SmtpClient {
             .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
         tcp.set_read_timeout(Some(REPLY_TIMEOUT))
             .expect("set the read timeout");
+        Self::greeted(Stream::Plain(tcp))
+    }
+
+    /// Talks to a child process, such as `sendmail -bs`, over its pipes, and
+    /// reads the greeting, which must be 220. A reply that never comes
+    /// blocks the test; the child's own timeout should end it.
+    pub fn over_pipes(replies: ChildStdout, commands: ChildStdin) -> Self {
+        Self::greeted(Stream::Pipes(replies, commands))
+    }
+
+    fn greeted(stream: Stream) -> Self {
         let mut client = Self {
-            stream: Stream::Plain(tcp),
+            stream,
             buffer: Vec::new(),
             transcript: String::new(),
         };
@@ -184,6 +199,7 @@ impl SmtpClient {
         match &mut self.stream {
             Stream::Plain(s) => s.read(buf),
             Stream::Tls(s) => s.read(buf),
+            Stream::Pipes(replies, _) => replies.read(buf),
             Stream::Gone => unreachable!("no stream during STARTTLS"),
         }
     }
@@ -192,6 +208,7 @@ impl SmtpClient {
         let result = match &mut self.stream {
             Stream::Plain(s) => s.write_all(bytes).and_then(|()| s.flush()),
             Stream::Tls(s) => s.write_all(bytes).and_then(|()| s.flush()),
+            Stream::Pipes(_, commands) => commands.write_all(bytes).and_then(|()| commands.flush()),
             Stream::Gone => unreachable!("no stream during STARTTLS"),
         };
         result.unwrap_or_else(|e| panic!("writing to the server: {e}\n{}", self.transcript));
