@@ -1,7 +1,9 @@
 //! Shared support for the integration tests: fake peers (an SMTP server
 //! standing in for MX hosts, authoritative DNS servers, unsigned or under a
-//! private DNSSEC-signed root), run-time test certificates, and a private
-//! environment for running the `smarthost` binary.
+//! private DNSSEC-signed root), run-time test certificates, a private
+//! environment for running the `smarthost` binary, and for the interop tests
+//! `smarthost serve` as a child, a scripted SMTP client, swaks and private
+//! Postfix instances.
 //!
 //! Use it from a test file with `mod support;` and `use support::...`. Every
 //! server listens on 127.0.0.0/8 only and runs on one shared background tokio
@@ -15,7 +17,11 @@ pub mod daemon;
 pub mod env;
 pub mod fake_dns;
 pub mod fake_mx;
+pub mod postfix;
+pub mod serve;
 pub mod signed_dns;
+pub mod smtp_client;
+pub mod tools;
 pub mod world;
 
 use std::sync::OnceLock;
