@@ -496,3 +496,28 @@ fn auth_login_over_tls_rfc4954_section_4() {
         "250 2.1.0"
     );
 }
+
+#[test]
+fn queue_show_reads_a_delivered_message_while_serve_holds_the_queue() {
+    let world = World::new(zone(), "");
+    let mx = world.mx(MX1, "mx1.example.org").start();
+    let mut daemon = start(&world, true, "");
+    let mut client = daemon.connect();
+    hello(&mut client);
+    let reply = transaction(
+        &mut client,
+        "MAIL FROM:<alice@example.net>",
+        &["RCPT TO:<bob@single.example.org>"],
+        "Subject: record\r\n\r\nHello.\r\n",
+    );
+    let id = queue_id(&reply);
+    mx.wait_for_messages(1, WAIT);
+    daemon.wait_for_log("removed from the queue", WAIT);
+    // The daemon still holds the store.
+    let out = world.env.run(&["queue", "show", "--json", &id]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["recipients"][0]["status"], "delivered", "{v}");
+    assert!(v["finished_at"].is_i64(), "{v}");
+    stop(&mut daemon);
+}

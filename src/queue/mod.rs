@@ -159,6 +159,13 @@ impl QueueDir {
         self.root.join("corrupt")
     }
 
+    /// Copies of the records of finished messages, one JSON file each, so
+    /// that `queue show` can read them while a queue run or the daemon
+    /// holds the store.
+    pub fn finished_dir(&self) -> PathBuf {
+        self.root.join("finished")
+    }
+
     /// The owner's last listing.
     pub fn status_file(&self) -> PathBuf {
         self.root.join("status.json")

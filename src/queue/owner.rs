@@ -183,12 +183,41 @@ impl Queue {
         Ok(self.store.finished(id)?)
     }
 
+    /// Writes the readable copy of a finished record (informational: the
+    /// store holds the authoritative one, so a failure is only logged).
+    fn write_finished_copy(&self, record: &QueueEntry) {
+        let dir = self.dir.finished_dir();
+        let write = || -> std::io::Result<()> {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)?;
+            let json = serde_json::to_vec(record).map_err(std::io::Error::other)?;
+            let tmp = dir.join(format!(".tmp.{}", record.id()));
+            fs::write(&tmp, json)?;
+            fs::rename(&tmp, dir.join(record.id()))
+        };
+        if let Err(e) = write() {
+            tracing::warn!(queue_id = %record.id(), error = %e,
+                "cannot write the readable copy of the finished record");
+        }
+    }
+
     /// Drops the records of messages that left the queue longer than
     /// `retention` ago.
     pub fn purge_finished(&self, retention: std::time::Duration) -> Result<(), QueueError> {
         let keep = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
         let before = chrono::Utc::now().timestamp().saturating_sub(keep);
         let removed = self.store.purge_finished(before)?;
+        // The readable copies go with them: any copy whose record is gone.
+        if let Ok(entries) = fs::read_dir(self.dir.finished_dir()) {
+            for entry in entries.flatten() {
+                let id = entry.file_name().to_string_lossy().into_owned();
+                if matches!(self.store.finished(&id), Ok(None)) {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
         if removed > 0 {
             self.store.sync()?;
             tracing::debug!(removed, "expired records of finished messages removed");
@@ -220,6 +249,7 @@ impl Queue {
             // Nothing is due any more.
             record.next_attempt = now;
             self.store.finish(&record)?;
+            self.write_finished_copy(&record);
             tracing::info!(queue_id = %entry.id(), "removed from the queue: no recipient pending");
         } else {
             self.store.put(entry)?;
@@ -301,14 +331,32 @@ pub struct Listing {
 /// The record of a message that has left the queue, read without taking
 /// the queue from a running owner. `Ok(None)` when there is no such record;
 /// an error when the store is held by another process.
-// LIMITATION: while a queue run holds the store, finished records cannot
-// be read (the owner's snapshot lists only queued messages); `queue show`
-// then asks the operator to try again.
 pub fn finished_record(dir: &QueueDir, id: &str) -> Result<Option<QueueEntry>, QueueError> {
     if !dir.store().is_dir() {
         return Ok(None);
     }
-    Ok(Store::open(&dir.store())?.finished(id)?)
+    match Store::open(&dir.store()) {
+        Ok(store) => Ok(store.finished(id)?),
+        // Held by a queue run or the daemon: the readable copy.
+        Err(e @ super::store::StoreError::Busy { .. }) => {
+            if !super::is_queue_id(std::ffi::OsStr::new(id)) {
+                return Ok(None);
+            }
+            match fs::read(dir.finished_dir().join(id)) {
+                Ok(bytes) => {
+                    serde_json::from_slice(&bytes)
+                        .map(Some)
+                        .map_err(|err| QueueError::Io {
+                            path: dir.finished_dir().join(id),
+                            source: std::io::Error::other(err),
+                        })
+                }
+                Err(io) if io.kind() == std::io::ErrorKind::NotFound => Err(e.into()),
+                Err(io) => Err(QueueError::io(&dir.finished_dir().join(id), io)),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 impl Listing {
