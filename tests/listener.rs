@@ -521,3 +521,26 @@ fn queue_show_reads_a_delivered_message_while_serve_holds_the_queue() {
     assert!(v["finished_at"].is_i64(), "{v}");
     stop(&mut daemon);
 }
+
+#[test]
+fn sendmail_bs_takes_alpines_arguments_and_plain_lf_dialogue() {
+    let world = World::new(zone(), "");
+    let mx = world.mx(MX1, "mx1.example.org").start();
+    // Alpine runs `/usr/lib/sendmail -bs -odb -oem` (SENDMAIL-NOTES §7).
+    let dialogue = "EHLO alpine.example.net\r\n\
+         MAIL FROM:<me@example.net>\r\n\
+         RCPT TO:<bob@example.org>\r\n\
+         DATA\r\n\
+         Subject: from Alpine\r\n\r\nHi.\r\n\
+         .\r\n\
+         QUIT\r\n";
+    let out = world
+        .env
+        .sendmail(&["-bs", "-odb", "-oem"], dialogue.as_bytes());
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("250 2.0.0"), "{}", out.stdout);
+    world.queue_run(&[]);
+    let got = mx.wait_for_messages(1, WAIT);
+    assert_eq!(got[0].rcpt_addrs(), ["bob@example.org"]);
+    assert!(got[0].data_str().contains("Subject: from Alpine\r\n"));
+}
