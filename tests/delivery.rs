@@ -885,3 +885,44 @@ fn unwritable_queue_dir_is_ex_cantcreat_73() {
         out.stderr
     );
 }
+
+#[test]
+fn eight_bit_message_is_not_sent_to_a_server_without_8bitmime_rfc6152_section_3() {
+    let world = World::new(zone(), "");
+    let mx = world
+        .mx(MX1, "mx1.example.org")
+        .extensions(&["PIPELINING", "ENHANCEDSTATUSCODES"])
+        .start();
+    world.send(
+        &["-N", "never", "bob@single.example.org"],
+        "Subject: Grüße\n\nÜberprüfung\n",
+    );
+    let out = world.queue_run(&[]);
+    assert!(mx.messages().is_empty(), "no 8-bit data to a 7-bit server");
+    assert!(
+        log_lines(&out, "failed")
+            .iter()
+            .any(|l| l.contains("5.6.3")),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn utf8_address_is_not_sent_to_a_server_without_smtputf8_rfc6531_section_3_4() {
+    let world = World::new(zone(), "");
+    let mx = world
+        .mx(MX1, "mx1.example.org")
+        .extensions(&["PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES"])
+        .start();
+    world.send(&["-N", "never", "jürgen@single.example.org"], SIMPLE);
+    let out = world.queue_run(&[]);
+    assert!(mx.messages().is_empty());
+    assert!(
+        log_lines(&out, "failed")
+            .iter()
+            .any(|l| l.contains("5.6.7")),
+        "{}",
+        out.stderr
+    );
+}

@@ -886,6 +886,8 @@ fn status_of_error(e: &SessionError) -> String {
     // cryptographic failure.
     match &e.kind {
         ErrorKind::RequireTlsNotOffered => return "5.7.30".into(),
+        ErrorKind::EightBitNotOffered => return "5.6.3".into(),
+        ErrorKind::SmtpUtf8NotOffered => return "5.6.7".into(),
         ErrorKind::StartTlsNotOffered | ErrorKind::RequireTlsUnverified { .. } => {
             return "4.7.10".into()
         }

@@ -120,6 +120,11 @@ pub enum ErrorKind {
     /// (RFC 6531 §3.4; reported as 5.6.7, RFC 6531 §3.6).
     #[error("message needs SMTPUTF8, not offered by the server")]
     SmtpUtf8NotOffered,
+    /// The message has 8-bit content and the server does not offer
+    /// 8BITMIME; it is not converted to 7 bits here, so it cannot go to
+    /// this server (RFC 6152 §3; reported as 5.6.3, RFC 3463).
+    #[error("message has 8-bit content, and the server does not offer 8BITMIME")]
+    EightBitNotOffered,
     /// The message is larger than the server's announced SIZE limit
     /// (RFC 1870 §6.1).
     #[error("message of {size} bytes exceeds the server's limit of {limit} bytes")]
@@ -242,6 +247,7 @@ impl SessionError {
             ErrorKind::InvalidServerName { .. }
             | ErrorKind::RequireTlsNotOffered
             | ErrorKind::SmtpUtf8NotOffered
+            | ErrorKind::EightBitNotOffered
             | ErrorKind::MessageTooLarge { .. }
             | ErrorKind::InvalidEnvelope { .. } => Disposition::Permanent,
         }

@@ -167,9 +167,10 @@ pub struct Transaction<'a> {
     /// The message with CRLF line endings, not dot-stuffed: the session
     /// dot-stuffs it (RFC 5321 §4.5.2) and ends the data.
     pub message: &'a [u8],
-    /// The message has 8-bit content: BODY=8BITMIME is sent when offered.
-    // LIMITATION: a server without 8BITMIME still gets the 8-bit message
-    // unchanged; there is no conversion to 7 bits (RFC 6152 §3 point 5).
+    /// The message has 8-bit content: BODY=8BITMIME is sent, and a server
+    /// without 8BITMIME is refused the message.
+    // LIMITATION: there is no conversion to 7 bits (RFC 6152 §3 point 5
+    // allows either); such a recipient fails with 5.6.3.
     pub eight_bit: bool,
     /// The message needs SMTPUTF8; a server without it fails the
     /// transaction permanently (RFC 6531 §3.4).
@@ -629,6 +630,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         }
         if txn.smtputf8 && !caps.smtputf8 {
             return fail(ErrorKind::SmtpUtf8NotOffered);
+        }
+        // RFC 6152 §3: 8-bit data only to a server that offers 8BITMIME
+        // (SMTPUTF8 implies it, RFC 6531 §3.1).
+        if txn.eight_bit && !caps.eightbitmime && !caps.smtputf8 {
+            return fail(ErrorKind::EightBitNotOffered);
         }
         let size = u64::try_from(txn.message.len()).unwrap_or(u64::MAX);
         match caps.size {

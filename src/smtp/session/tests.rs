@@ -738,11 +738,13 @@ async fn body_and_smtputf8_parameters() {
         t.line("MAIL"),
         "MAIL FROM:<a@example.org> BODY=8BITMIME SMTPUTF8"
     );
-    // 8-bit content still goes to a server without 8BITMIME, without BODY=.
+    // 8-bit content never goes to a server without 8BITMIME (RFC 6152 §3).
     txn.smtputf8 = false;
     let (result, t) = run(Script::default(), &config(TlsMode::Plaintext), &txn).await;
-    result.unwrap();
-    assert_eq!(t.line("MAIL"), "MAIL FROM:<a@example.org>");
+    let err = result.unwrap_err();
+    assert!(matches!(err.kind, ErrorKind::EightBitNotOffered), "{err}");
+    assert_eq!(err.disposition(), Disposition::Permanent);
+    assert!(!t.lines.iter().any(|l| l.starts_with("MAIL")), "{:?}", t.lines);
 }
 
 #[tokio::test]
