@@ -926,3 +926,25 @@ fn utf8_address_is_not_sent_to_a_server_without_smtputf8_rfc6531_section_3_4() {
         out.stderr
     );
 }
+
+#[test]
+fn recipients_refused_with_452_go_in_further_transactions_rfc5321_section_4_5_3_1_10() {
+    let world = World::new(zone(), "");
+    let mx = world
+        .mx(MX1, "mx1.example.org")
+        .max_rcpts_per_transaction(2)
+        .start();
+    let rcpts: Vec<String> = (1..=5)
+        .map(|i| format!("u{i}@single.example.org"))
+        .collect();
+    let mut args = vec!["-N", "never"];
+    args.extend(rcpts.iter().map(String::as_str));
+    world.send(&args, SIMPLE);
+    world.queue_run(&[]);
+    let got = mx.wait_for_messages(3, WAIT);
+    let mut delivered: Vec<String> = got.iter().flat_map(|m| m.rcpt_addrs()).collect();
+    delivered.sort();
+    assert_eq!(delivered, rcpts, "all five in one run");
+    assert_eq!(got.len(), 3, "2 + 2 + 1 recipients");
+    assert!(world.mailq().contains("Mail queue is empty"));
+}

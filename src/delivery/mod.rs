@@ -404,7 +404,18 @@ impl Agent {
                     .attempt(entry, destination, &target, &specs, message)
                     .await
                 {
-                    Attempt::Final(verdicts) => return verdicts,
+                    Attempt::Final(verdicts) => {
+                        return self
+                            .more_transactions(
+                                entry,
+                                destination,
+                                &target,
+                                &specs,
+                                message,
+                                verdicts,
+                            )
+                            .await
+                    }
                     Attempt::TryNext(verdict, structural) => outcomes.add(*verdict, structural),
                 }
             }
@@ -564,6 +575,57 @@ impl Agent {
 }
 
 impl Agent {
+    /// RFC 5321 §4.5.3.1.10: a server may take fewer recipients per
+    /// transaction than it is given, answering the rest with 452. When it
+    /// took some, the rest go in further transactions to the same address
+    /// at once, until it takes none.
+    async fn more_transactions(
+        &self,
+        entry: &QueueEntry,
+        destination: &Destination,
+        target: &Target<'_>,
+        specs: &[RecipientSpec],
+        message: &[u8],
+        mut verdicts: Vec<Verdict>,
+    ) -> Vec<Verdict> {
+        loop {
+            let too_many: Vec<usize> = verdicts
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| {
+                    v.status == RecipientStatus::Pending
+                        && v.result
+                            .reply
+                            .as_deref()
+                            .is_some_and(|r| r.starts_with("452"))
+                })
+                .map(|(i, _)| i)
+                .collect();
+            let took_some = verdicts
+                .iter()
+                .any(|v| v.status == RecipientStatus::Delivered);
+            if too_many.is_empty() || !took_some || too_many.len() == specs.len() {
+                return verdicts;
+            }
+            let rest: Vec<RecipientSpec> = too_many.iter().map(|&i| specs[i].clone()).collect();
+            tracing::info!(queue_id = %entry.id(), rcpt_domain = %destination.domains.join(","),
+                recipients = rest.len(), "further transaction for recipients refused with 452");
+            let Attempt::Final(next) = self
+                .attempt(entry, destination, target, &rest, message)
+                .await
+            else {
+                return verdicts;
+            };
+            let progressed = next.iter().any(|v| v.status != RecipientStatus::Pending);
+            for (slot, verdict) in too_many.iter().zip(next) {
+                verdicts[*slot] = verdict;
+            }
+            if !progressed {
+                return verdicts;
+            }
+        }
+    }
+
     /// The session configuration for a plan: SNI and DANE records from the
     /// plan (none in plaintext), relay credentials only for the relayhost.
     fn session_config(&self, plan: &TlsPlan, tls_mode: TlsMode, relay: bool) -> SessionConfig {

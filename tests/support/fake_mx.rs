@@ -112,6 +112,7 @@ pub struct FakeMxBuilder {
     data_reply: Reply,
     data_delay: Duration,
     data_delay_sessions: Option<usize>,
+    max_rcpts: Option<usize>,
 }
 
 impl FakeMxBuilder {
@@ -203,6 +204,13 @@ impl FakeMxBuilder {
     /// Reply to MAIL (default `250 2.1.0 Sender ok`).
     pub fn mail_reply(mut self, code: u16, text: &str) -> Self {
         self.mail_reply = Reply::new(code, text);
+        self
+    }
+
+    /// Takes at most `n` recipients per transaction and answers the rest
+    /// with `452 4.5.3` (RFC 5321 §4.5.3.1.10).
+    pub fn max_rcpts_per_transaction(mut self, n: usize) -> Self {
+        self.max_rcpts = Some(n);
         self
     }
 
@@ -396,6 +404,7 @@ impl FakeMx {
             data_reply: Reply::new(250, "2.0.0 Queued"),
             data_delay: Duration::ZERO,
             data_delay_sessions: None,
+            max_rcpts: None,
         }
     }
 
@@ -976,12 +985,19 @@ impl Session {
                 .write("501 5.5.2 Syntax: RCPT TO:<path>\r\n")
                 .await;
         };
-        let reply = self
+        let full = self
             .settings()
-            .rcpt_replies
-            .get(&path.to_ascii_lowercase())
-            .cloned()
-            .unwrap_or_else(|| Reply::new(250, "2.1.5 Recipient ok"));
+            .max_rcpts
+            .is_some_and(|n| self.rcpts.len() >= n);
+        let reply = if full {
+            Reply::new(452, "4.5.3 Too many recipients")
+        } else {
+            self.settings()
+                .rcpt_replies
+                .get(&path.to_ascii_lowercase())
+                .cloned()
+                .unwrap_or_else(|| Reply::new(250, "2.1.5 Recipient ok"))
+        };
         if reply.is_positive() {
             self.rcpts.push((path, params));
         }

@@ -744,7 +744,11 @@ async fn body_and_smtputf8_parameters() {
     let err = result.unwrap_err();
     assert!(matches!(err.kind, ErrorKind::EightBitNotOffered), "{err}");
     assert_eq!(err.disposition(), Disposition::Permanent);
-    assert!(!t.lines.iter().any(|l| l.starts_with("MAIL")), "{:?}", t.lines);
+    assert!(
+        !t.lines.iter().any(|l| l.starts_with("MAIL")),
+        "{:?}",
+        t.lines
+    );
 }
 
 #[tokio::test]
