@@ -948,3 +948,19 @@ fn recipients_refused_with_452_go_in_further_transactions_rfc5321_section_4_5_3_
     assert_eq!(got.len(), 3, "2 + 2 + 1 recipients");
     assert!(world.mailq().contains("Mail queue is empty"));
 }
+
+#[test]
+fn a_dead_address_is_dialled_once_per_run_not_once_per_message_rfc5321_section_4_5_4_1() {
+    let world = World::new(zone(), "");
+    // Nothing listens for single.example.org (mx1).
+    // Several messages, delivered in parallel within the run.
+    for _ in 0..6 {
+        world.send(&["-N", "never", "bob@single.example.org"], SIMPLE);
+    }
+    let out = world.queue_run(&[]);
+    let failed = log_lines(&out, "delivery attempt failed");
+    assert_eq!(failed.len(), 6, "{}", out.stderr);
+    let dialled = failed.iter().filter(|l| !l.contains("not dialled")).count();
+    assert_eq!(dialled, 1, "{}", out.stderr);
+    assert!(world.mailq().contains("pending"));
+}

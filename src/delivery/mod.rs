@@ -23,9 +23,10 @@ mod connect;
 pub mod probe;
 pub mod run;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
 
@@ -95,7 +96,19 @@ pub struct Agent {
     dnssec: OnceCell<Dnssec>,
     roots: Arc<rustls::RootCertStore>,
     credentials: Option<(String, String)>,
+    /// Addresses whose last connection failed, and when: they are not
+    /// dialled again for [`UNREACHABLE_FOR`], so that a dead MX host costs
+    /// one timeout per run, not one per message (RFC 5321 §4.5.4.1 asks
+    /// for a per-host memory of failures).
+    unreachable: Mutex<HashMap<(IpAddr, u16), Instant>>,
+    /// One connection attempt at a time per address, so that parallel
+    /// deliveries to a dead address learn from the first one.
+    dialling: Mutex<HashMap<(IpAddr, u16), Arc<tokio::sync::Mutex<()>>>>,
 }
+
+/// How long an address that refused or timed out a connection is left
+/// alone.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(300);
 
 impl Agent {
     /// Builds an agent from the configuration: resolver, trusted roots
@@ -121,6 +134,8 @@ impl Agent {
             dnssec: OnceCell::new(),
             roots,
             credentials,
+            unreachable: Mutex::new(HashMap::new()),
+            dialling: Mutex::new(HashMap::new()),
         })
     }
 
@@ -226,12 +241,16 @@ impl Agent {
         }
     }
 
-    /// Exponential backoff from `retry_min`, capped at `retry_max`.
+    /// Exponential backoff from `retry_min`, capped at `retry_max`, with up to a tenth of random jitter either way, so that messages
+    /// deferred together do not all come back at the same moment.
     fn retry_delay(&self, attempts: u32) -> i64 {
         let min = self.config.retry_min.as_secs();
         let max = self.config.retry_max.as_secs();
         let factor = 1u64 << attempts.saturating_sub(1).min(20);
-        i64::try_from(min.saturating_mul(factor).min(max)).unwrap_or(i64::MAX)
+        let base = min.saturating_mul(factor).min(max);
+        let spread = base / 10;
+        let jittered = base - spread + fastrand::u64(0..=spread.saturating_mul(2));
+        i64::try_from(jittered.max(1)).unwrap_or(i64::MAX)
     }
 
     /// Pending recipients grouped by destination: by recipient domain for
@@ -554,6 +573,31 @@ impl Agent {
             smtputf8: entry.envelope.smtputf8,
             requiretls: plan.requiretls,
         };
+        let key = (target.ip, target.port);
+        let gate = self
+            .dialling
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key)
+            .or_default()
+            .clone();
+        let dialling = gate.lock().await;
+        if let Some(since) = self.recently_unreachable(key) {
+            let e = std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                format!(
+                    "not dialled: the last connection failed {}s ago",
+                    since.as_secs()
+                ),
+            );
+            let result = Err(SessionError::new(
+                Stage::Connect,
+                target.host.name.clone(),
+                ErrorKind::Io(e),
+            ));
+            log_attempt(entry, destination, target, &result, started);
+            return result;
+        }
         let result = match connect::connect(
             target.ip,
             target.port,
@@ -562,12 +606,20 @@ impl Agent {
         )
         .await
         {
-            Ok(stream) => smtp::deliver(stream, &cfg, &txn).await,
-            Err(e) => Err(SessionError::new(
-                Stage::Connect,
-                target.host.name.clone(),
-                ErrorKind::Io(e),
-            )),
+            Ok(stream) => {
+                self.lock_unreachable().remove(&key);
+                drop(dialling);
+                smtp::deliver(stream, &cfg, &txn).await
+            }
+            Err(e) => {
+                self.lock_unreachable().insert(key, Instant::now());
+                drop(dialling);
+                Err(SessionError::new(
+                    Stage::Connect,
+                    target.host.name.clone(),
+                    ErrorKind::Io(e),
+                ))
+            }
         };
         log_attempt(entry, destination, target, &result, started);
         result
@@ -575,6 +627,24 @@ impl Agent {
 }
 
 impl Agent {
+    fn lock_unreachable(&self) -> std::sync::MutexGuard<'_, HashMap<(IpAddr, u16), Instant>> {
+        self.unreachable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How long ago a connection to `key` failed, when that is recent.
+    fn recently_unreachable(&self, key: (IpAddr, u16)) -> Option<Duration> {
+        let mut map = self.lock_unreachable();
+        let since = map.get(&key)?.elapsed();
+        if since < UNREACHABLE_FOR {
+            Some(since)
+        } else {
+            map.remove(&key);
+            None
+        }
+    }
+
     /// RFC 5321 §4.5.3.1.10: a server may take fewer recipients per
     /// transaction than it is given, answering the rest with 452. When it
     /// took some, the rest go in further transactions to the same address
@@ -1080,4 +1150,35 @@ pub fn format_time(t: i64) -> String {
                 .to_string()
         })
         .unwrap_or_else(|| t.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_double_to_the_cap_with_a_tenth_of_jitter() {
+        let config = Config::from_toml(
+            "[dns]\nnameservers = [\"127.0.0.1:9\"]\ndnssec = \"off\"\n",
+            None,
+        )
+        .unwrap();
+        let agent = Agent::new(config).unwrap();
+        for (attempts, base) in [
+            (1, 300),
+            (2, 600),
+            (3, 1200),
+            (4, 2400),
+            (5, 3600),
+            (9, 3600),
+        ] {
+            for _ in 0..50 {
+                let d = agent.retry_delay(attempts);
+                assert!(
+                    (base - base / 10..=base + base / 10).contains(&d),
+                    "attempt {attempts}: {d}"
+                );
+            }
+        }
+    }
 }
