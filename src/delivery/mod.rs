@@ -100,11 +100,14 @@ pub struct Agent {
     /// dialled again for [`UNREACHABLE_FOR`], so that a dead MX host costs
     /// one timeout per run, not one per message (RFC 5321 §4.5.4.1 asks
     /// for a per-host memory of failures).
-    unreachable: Mutex<HashMap<(IpAddr, u16), Instant>>,
+    unreachable: Mutex<HashMap<Address, Instant>>,
     /// One connection attempt at a time per address, so that parallel
     /// deliveries to a dead address learn from the first one.
-    dialling: Mutex<HashMap<(IpAddr, u16), Arc<tokio::sync::Mutex<()>>>>,
+    dialling: Mutex<HashMap<Address, Arc<tokio::sync::Mutex<()>>>>,
 }
+
+/// An address and port dialled for SMTP.
+type Address = (IpAddr, u16);
 
 /// How long an address that refused or timed out a connection is left
 /// alone.
@@ -627,14 +630,14 @@ impl Agent {
 }
 
 impl Agent {
-    fn lock_unreachable(&self) -> std::sync::MutexGuard<'_, HashMap<(IpAddr, u16), Instant>> {
+    fn lock_unreachable(&self) -> std::sync::MutexGuard<'_, HashMap<Address, Instant>> {
         self.unreachable
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// How long ago a connection to `key` failed, when that is recent.
-    fn recently_unreachable(&self, key: (IpAddr, u16)) -> Option<Duration> {
+    fn recently_unreachable(&self, key: Address) -> Option<Duration> {
         let mut map = self.lock_unreachable();
         let since = map.get(&key)?.elapsed();
         if since < UNREACHABLE_FOR {
