@@ -534,6 +534,8 @@ struct SmtpSection {
     ip_family: IpFamily,
     connect_timeout: Option<u64>,
     command_timeout: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_destination: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -606,6 +608,11 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// Time allowed for each SMTP reply (RFC 5321 §4.5.3.2 asks for minutes).
     pub command_timeout: Duration,
+    /// Deliveries (outgoing SMTP sessions) at the same time in one run.
+    pub max_connections: usize,
+    /// Of those, at most this many to one destination (recipient domain
+    /// or relayhost).
+    pub max_connections_per_destination: usize,
     /// First retry interval after a temporary failure.
     pub retry_min: Duration,
     /// Longest retry interval.
@@ -835,6 +842,15 @@ impl Config {
             None => format!("postmaster@{domain}"),
         };
         let listen = file.listen.resolve(invalid)?;
+        let max_connections = file.smtp.max_connections.unwrap_or(8);
+        let max_connections_per_destination =
+            file.smtp.max_connections_per_destination.unwrap_or(4);
+        if max_connections == 0 || max_connections_per_destination == 0 {
+            return Err(invalid(
+                "smtp.max_connections",
+                "connection limits must be at least 1".into(),
+            ));
+        }
         Ok(Self {
             source: path.map(Path::to_owned),
             queue_dir: file.queue_dir,
@@ -861,6 +877,8 @@ impl Config {
             ip_family: file.smtp.ip_family,
             connect_timeout: Duration::from_secs(file.smtp.connect_timeout.unwrap_or(30)),
             command_timeout: Duration::from_secs(file.smtp.command_timeout.unwrap_or(300)),
+            max_connections,
+            max_connections_per_destination,
             retry_min,
             retry_max,
             tls_level: file.tls.level,

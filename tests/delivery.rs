@@ -964,3 +964,27 @@ fn a_dead_address_is_dialled_once_per_run_not_once_per_message_rfc5321_section_4
     assert_eq!(dialled, 1, "{}", out.stderr);
     assert!(world.mailq().contains("pending"));
 }
+
+#[test]
+fn sessions_to_one_destination_are_limited_by_max_connections_per_destination() {
+    let world = World::new(zone(), "");
+    world.add_to_table("smtp", "max_connections_per_destination = 2");
+    let mx = world
+        .mx(MX1, "mx1.example.org")
+        .delay_data_reply(Duration::from_millis(300))
+        .start();
+    for _ in 0..6 {
+        world.send(&["-N", "never", "bob@single.example.org"], SIMPLE);
+    }
+    world.queue_run(&[]);
+    assert_eq!(mx.wait_for_messages(6, WAIT).len(), 6);
+    assert!(
+        mx.peak_open_sessions() <= 2,
+        "peak {}",
+        mx.peak_open_sessions()
+    );
+    assert!(
+        mx.peak_open_sessions() >= 2,
+        "deliveries still run side by side"
+    );
+}

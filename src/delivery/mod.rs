@@ -104,6 +104,9 @@ pub struct Agent {
     /// One connection attempt at a time per address, so that parallel
     /// deliveries to a dead address learn from the first one.
     dialling: Mutex<HashMap<Address, Arc<tokio::sync::Mutex<()>>>>,
+    /// Sessions in progress per destination, bounded by
+    /// `max_connections_per_destination`.
+    per_destination: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
 
 /// An address and port dialled for SMTP.
@@ -139,6 +142,7 @@ impl Agent {
             credentials,
             unreachable: Mutex::new(HashMap::new()),
             dialling: Mutex::new(HashMap::new()),
+            per_destination: Mutex::new(HashMap::new()),
         })
     }
 
@@ -341,6 +345,18 @@ impl Agent {
         let dnssec = self.dnssec().await;
         let router = self.router().await;
         let req = &destination.req;
+        let slots = self
+            .per_destination
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(destination.label.clone())
+            .or_insert_with(|| {
+                Arc::new(tokio::sync::Semaphore::new(
+                    self.config.max_connections_per_destination,
+                ))
+            })
+            .clone();
+        let _slot = slots.acquire_owned().await;
         if req.tls_optional {
             tracing::info!(queue_id = %entry.id(), rcpt_domain = %destination.domain,
                 "TLS-Required: No: the sender asked to set the recipient's TLS policy aside \

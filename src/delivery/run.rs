@@ -18,9 +18,6 @@ use crate::queue::record::{QueueEntry, RecipientStatus};
 use crate::queue::{Queue, QueueDir, QueueError};
 use crate::reports;
 
-/// Messages delivered at the same time within one run.
-const PARALLEL_MESSAGES: usize = 8;
-
 /// Which messages a run attempts.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -153,7 +150,7 @@ async fn deliver_batch(
     queue: &Arc<Queue>,
     due: Vec<QueueEntry>,
 ) -> Result<(), QueueError> {
-    let limit = Arc::new(Semaphore::new(PARALLEL_MESSAGES));
+    let limit = Arc::new(Semaphore::new(agent.config().max_connections));
     let mut tasks = tokio::task::JoinSet::new();
     for mut entry in due {
         let agent = agent.clone();

@@ -349,6 +349,7 @@ struct Shared {
     changed: Condvar,
     sessions: AtomicUsize,
     open: AtomicUsize,
+    peak_open: AtomicUsize,
     tls_failures: AtomicUsize,
     auth_failures: AtomicUsize,
 }
@@ -455,6 +456,11 @@ impl FakeMx {
         self.shared.open.load(Ordering::SeqCst)
     }
 
+    /// The most connections that were open at the same time.
+    pub fn peak_open_sessions(&self) -> usize {
+        self.shared.peak_open.load(Ordering::SeqCst)
+    }
+
     /// TLS handshakes that failed (for example because the client
     /// rejected the certificate, or spoke plaintext to an implicit-TLS
     /// server).
@@ -544,7 +550,8 @@ async fn accept_loop(listener: TcpListener, config: Arc<ServerSettings>, shared:
             continue;
         };
         let number = shared.sessions.fetch_add(1, Ordering::SeqCst);
-        shared.open.fetch_add(1, Ordering::SeqCst);
+        let now_open = shared.open.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.peak_open.fetch_max(now_open, Ordering::SeqCst);
         let guard = OpenGuard(shared.clone());
         let session = Session::new(number, config.clone(), shared.clone(), stream, peer);
         sessions.spawn(async move {
