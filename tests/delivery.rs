@@ -988,3 +988,47 @@ fn sessions_to_one_destination_are_limited_by_max_connections_per_destination() 
         "deliveries still run side by side"
     );
 }
+
+#[test]
+fn messages_to_one_host_share_a_connection_rfc5321_section_4_1_4() {
+    let world = World::new(zone(), "");
+    world.add_to_table("smtp", "max_connections_per_destination = 1");
+    let mx = world.mx(MX1, "mx1.example.org").start();
+    for i in 0..5 {
+        world.send(
+            &["-N", "never", &format!("u{i}@single.example.org")],
+            SIMPLE,
+        );
+    }
+    world.queue_run(&[]);
+    assert_eq!(mx.wait_for_messages(5, WAIT).len(), 5);
+    assert_eq!(mx.sessions(), 1, "one connection for the five messages");
+    let rsets = mx.commands().iter().filter(|c| c.line == "RSET").count();
+    assert_eq!(rsets, 4, "RSET between transactions");
+    assert!(world.mailq().contains("Mail queue is empty"));
+    mx.assert_no_open_sessions(WAIT);
+}
+
+#[test]
+fn a_connection_for_opportunistic_mail_never_carries_requiretls_mail_rfc8689_section_4_2_1() {
+    let world = World::new(zone(), "");
+    world.use_relay("relay.example.org", "starttls");
+    world.add_to_table("smtp", "max_connections_per_destination = 1");
+    let relay = world
+        .mx(support::world::MX3, "relay.example.org")
+        .requiretls()
+        .start();
+    world.send(&["-N", "never", "a@single.example.org"], SIMPLE);
+    world.send(
+        &["-N", "never", "--require-tls", "b@single.example.org"],
+        SIMPLE,
+    );
+    world.queue_run(&[]);
+    let got = relay.wait_for_messages(2, WAIT);
+    let with_tag = got
+        .iter()
+        .filter(|m| m.mail_params.iter().any(|p| p == "REQUIRETLS"))
+        .count();
+    assert_eq!(with_tag, 1);
+    assert_eq!(relay.sessions(), 2, "each plan has its own connection");
+}

@@ -39,7 +39,7 @@ use crate::queue::file::RecipientSpec;
 use crate::queue::record::{AttemptResult, Protection, QueueEntry, RecipientStatus, TlsSummary};
 use crate::routing::{Addresses, MxHost, MxSet, RouteError, Router, Security};
 use crate::smtp::{
-    self, CertVerification, DaneAuth, Delivered, Disposition, ErrorKind, SessionConfig,
+    self, CertVerification, Connection, DaneAuth, Delivered, Disposition, ErrorKind, SessionConfig,
     SessionError, Stage, Timeouts, TlsInfo, TlsMode, Transaction,
 };
 
@@ -107,7 +107,17 @@ pub struct Agent {
     /// Sessions in progress per destination, bounded by
     /// `max_connections_per_destination`.
     per_destination: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    /// Idle connections, by address and plan, for the next message to the
+    /// same host.
+    idle: Mutex<HashMap<String, Vec<IdleConnection>>>,
 }
+
+/// An open connection waiting for its next transaction, and since when.
+type IdleConnection = (Connection<tokio::net::TcpStream>, Instant);
+
+/// How long an idle connection is kept for reuse (well under the 5
+/// minutes a server waits for the next command, RFC 5321 §4.5.3.2.7).
+const IDLE_FOR: Duration = Duration::from_secs(10);
 
 /// An address and port dialled for SMTP.
 type Address = (IpAddr, u16);
@@ -143,6 +153,7 @@ impl Agent {
             unreachable: Mutex::new(HashMap::new()),
             dialling: Mutex::new(HashMap::new()),
             per_destination: Mutex::new(HashMap::new()),
+            idle: Mutex::new(HashMap::new()),
         })
     }
 
@@ -592,6 +603,33 @@ impl Agent {
             smtputf8: entry.envelope.smtputf8,
             requiretls: plan.requiretls,
         };
+        // An idle connection to the same address, opened with the same
+        // plan, carries the message (a connection opened for opportunistic
+        // mail never carries a message that needs more: the plan is the
+        // key). A server that closed it in the meantime makes the first
+        // command fail; then a fresh connection is opened.
+        let pool_key = format!(
+            "{}|{}|{}|{tls_mode:?}|{plan:?}",
+            target.ip, target.port, destination.relay
+        );
+        {
+            while let Some(mut conn) = self.take_idle(&pool_key) {
+                let result = conn.send(&txn).await;
+                let stale = matches!(&result, Err(e) if !conn.is_usable()
+                    && e.stage == Stage::MailFrom
+                    && matches!(e.kind, ErrorKind::Io(_) | ErrorKind::Timeout(_) | ErrorKind::Protocol(_)));
+                if stale {
+                    continue;
+                }
+                if conn.is_usable() {
+                    self.put_idle(pool_key.clone(), conn);
+                }
+                tracing::debug!(queue_id = %entry.id(), mx = %target.host.name, ip = %target.ip,
+                    "transaction on a reused connection");
+                log_attempt(entry, destination, target, &result, started);
+                return result;
+            }
+        }
         let key = (target.ip, target.port);
         let gate = self
             .dialling
@@ -628,7 +666,16 @@ impl Agent {
             Ok(stream) => {
                 self.lock_unreachable().remove(&key);
                 drop(dialling);
-                smtp::deliver(stream, &cfg, &txn).await
+                match smtp::establish(stream, cfg).await {
+                    Ok(mut conn) => {
+                        let result = conn.send(&txn).await;
+                        if conn.is_usable() {
+                            self.put_idle(pool_key, conn);
+                        }
+                        result
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => {
                 self.lock_unreachable().insert(key, Instant::now());
@@ -646,6 +693,44 @@ impl Agent {
 }
 
 impl Agent {
+    /// An idle connection for `key` that is not too old.
+    fn take_idle(&self, key: &str) -> Option<Connection<tokio::net::TcpStream>> {
+        let mut pool = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let list = pool.get_mut(key)?;
+        while let Some((conn, since)) = list.pop() {
+            if since.elapsed() < IDLE_FOR {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, key: String, conn: Connection<tokio::net::TcpStream>) {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key)
+            .or_default()
+            .push((conn, Instant::now()));
+    }
+
+    /// Ends every idle connection with QUIT (at the end of a run).
+    pub async fn close_idle(&self) {
+        let all: Vec<_> = {
+            let mut pool = self
+                .idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            pool.drain().flat_map(|(_, list)| list).collect()
+        };
+        for (conn, _) in all {
+            conn.quit().await;
+        }
+    }
+
     fn lock_unreachable(&self) -> std::sync::MutexGuard<'_, HashMap<Address, Instant>> {
         self.unreachable
             .lock()

@@ -90,6 +90,7 @@ pub async fn run(
         let queue = Arc::new(queue);
         drain(&agent, &queue, options, &mut attempted, &mut summary).await?;
         queue.write_snapshot()?;
+        agent.close_idle().await;
         drop(queue);
         // Let go, then look once more: a submission that found the queue
         // held while we were finishing relies on this.
@@ -112,6 +113,7 @@ pub async fn pass(
     let mut attempted = BTreeSet::new();
     drain(&agent, queue, options, &mut attempted, &mut summary).await?;
     queue.write_snapshot()?;
+    agent.close_idle().await;
     Ok(summary)
 }
 

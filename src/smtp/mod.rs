@@ -26,7 +26,7 @@ pub use ehlo::{parse_ehlo, Capabilities};
 pub use error::{Disposition, ErrorKind, SessionError, Stage};
 pub use reply::{EnhancedCode, Reply, ReplyError, ReplyParser};
 pub use session::{
-    deliver, probe, DaneAuth, Delivered, Probed, RecipientOutcome, RecipientSpec, SessionConfig,
-    Timeouts, TlsMode, Transaction,
+    deliver, establish, probe, Connection, DaneAuth, Delivered, Probed, RecipientOutcome,
+    RecipientSpec, SessionConfig, Timeouts, TlsMode, Transaction,
 };
 pub use tls::{AuthMethod, CertVerification, PkixVerifier, TlsInfo, TlsVersion, VerifyPolicy};

@@ -247,7 +247,7 @@ where
     let mut session = Session {
         stream: Some(Stream::Plain(stream)),
         parser: ReplyParser::new(),
-        cfg,
+        cfg: cfg.clone(),
         tls: None,
     };
     let result = session.run(txn).await;
@@ -276,7 +276,7 @@ where
     let mut session = Session {
         stream: Some(Stream::Plain(stream)),
         parser: ReplyParser::new(),
-        cfg,
+        cfg: cfg.clone(),
         tls: None,
     };
     let result = async {
@@ -351,27 +351,115 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream<S> {
     }
 }
 
-struct Session<'c, S> {
+struct Session<S> {
     /// `None` once the connection is unusable (a failed read, write or
     /// handshake).
     stream: Option<Stream<S>>,
     parser: ReplyParser,
-    cfg: &'c SessionConfig,
+    cfg: SessionConfig,
     tls: Option<TlsInfo>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
-    async fn run(&mut self, txn: &Transaction<'_>) -> Result<Delivered, SessionError> {
+/// An established session, ready for mail transactions: greeting, EHLO,
+/// STARTTLS per the [`TlsMode`] and AUTH are done. Several transactions
+/// may go over it one after another (RFC 5321 §4.1.4: after a completed
+/// transaction, or RSET, the next MAIL may follow), which is how several
+/// messages to the same host share one connection.
+pub struct Connection<S> {
+    session: Session<S>,
+    caps: Capabilities,
+    transactions: u32,
+}
+
+/// Opens a session over `stream` for transactions (see [`Connection`]).
+pub async fn establish<S>(stream: S, cfg: SessionConfig) -> Result<Connection<S>, SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut session = Session {
+        stream: Some(Stream::Plain(stream)),
+        parser: ReplyParser::new(),
+        cfg,
+        tls: None,
+    };
+    match session.open().await {
+        Ok(caps) => Ok(Connection {
+            session,
+            caps,
+            transactions: 0,
+        }),
+        Err(e) => {
+            session.quit().await;
+            Err(e)
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
+    /// One mail transaction. Before the second and later ones, RSET clears
+    /// whatever the last one left (RFC 5321 §4.1.1.5). After an error the
+    /// connection may be unusable: see [`Connection::is_usable`].
+    pub async fn send(&mut self, txn: &Transaction<'_>) -> Result<Delivered, SessionError> {
+        validate(&self.session.cfg, txn)?;
+        if self.transactions > 0 {
+            let reply = self.session.command("RSET", Stage::MailFrom).await?;
+            if !reply.is_positive() {
+                self.session.stream = None;
+                return Err(self.session.error(Stage::MailFrom, ErrorKind::Reply(reply)));
+            }
+        }
+        self.transactions += 1;
+        let caps = self.caps.clone();
+        self.session.transaction(txn, caps).await
+    }
+
+    /// False once the connection cannot carry another transaction.
+    pub fn is_usable(&self) -> bool {
+        self.session.stream.is_some()
+    }
+
+    /// What the TLS session is, if any.
+    pub fn tls(&self) -> Option<&TlsInfo> {
+        self.session.tls.as_ref()
+    }
+
+    /// Transactions sent so far.
+    pub fn transactions(&self) -> u32 {
+        self.transactions
+    }
+
+    /// Ends the session with QUIT.
+    pub async fn quit(mut self) {
+        self.session.quit().await;
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    /// Greeting, EHLO, TLS and AUTH; the capabilities transactions use.
+    async fn open(&mut self) -> Result<Capabilities, SessionError> {
         if self.cfg.tls_mode == TlsMode::Implicit {
             self.handshake(VerifyPolicy::Enforce).await?;
         }
         self.greeting().await?;
         let caps = self.hello().await?;
         let caps = self.negotiate_tls(caps).await?;
-        self.check_requirements(txn, &caps)?;
-        if let Some((user, password)) = &self.cfg.credentials {
-            self.authenticate(&caps, user, password).await?;
+        if let Some((user, password)) = self.cfg.credentials.clone() {
+            self.authenticate(&caps, &user, &password).await?;
         }
+        Ok(caps)
+    }
+
+    async fn run(&mut self, txn: &Transaction<'_>) -> Result<Delivered, SessionError> {
+        let caps = self.open().await?;
+        self.transaction(txn, caps).await
+    }
+
+    async fn transaction(
+        &mut self,
+        txn: &Transaction<'_>,
+        caps: Capabilities,
+    ) -> Result<Delivered, SessionError> {
+        self.check_requirements(txn, &caps)?;
         let rcpt_replies = self.envelope(txn, &caps).await?;
         let data_reply = if rcpt_replies.iter().any(Reply::is_positive) {
             Some(self.data(txn).await?)
