@@ -50,6 +50,7 @@ fn hold_keeps_a_message_from_delivery_until_release() {
     assert_eq!(mx.sessions(), 0, "a held message is not attempted");
     let show = admin(&world, &["show", &id]);
     assert!(show.stdout.contains("(on hold)"), "{}", show.stdout);
+    assert!(world.mailq().contains("(on hold)"), "mailq shows the hold");
     assert_eq!(admin(&world, &["release", &id]).status, 0);
     world.queue_run(&[]);
     assert_eq!(mx.wait_for_messages(1, WAIT).len(), 1);
@@ -131,4 +132,34 @@ fn show_prints_the_envelope_recipients_protection_and_header() {
     let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(v["envelope"]["id"], id.as_str());
     assert_eq!(v["state"], "queued");
+}
+
+#[test]
+fn listing_into_a_closed_pipe_exits_quietly() {
+    let world = World::new(zone(), "");
+    for _ in 0..50 {
+        world.send(
+            &["-f", "bob@example.org", "carol@other.example.org"],
+            MESSAGE,
+        );
+    }
+    for args in [
+        &["queue", "list", "--json"][..],
+        &["queue", "list"][..],
+        &["mailq"][..],
+    ] {
+        let mut child = world
+            .env
+            .cmd(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader goes away at once, as `| head -1` would.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
 }

@@ -6,6 +6,23 @@
 //! ([`crate::submission::args`]) because its option syntax is sendmail's,
 //! not clap's.
 
+/// `println!` that does not panic when standard output is closed (a
+/// reader such as `head` went away): the rest of the output is dropped.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` that does not panic when standard output is closed.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod queue_cmd;
 mod sendmail;
 mod serve;

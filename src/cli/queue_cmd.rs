@@ -41,11 +41,11 @@ pub(super) fn list(config: &Config, json: bool) -> i32 {
                 "waiting": listing.waiting.iter().map(|(e, _)| e).collect::<Vec<_>>(),
                 "entries": listing.entries,
             });
-            println!("{value:#}");
+            outln!("{value:#}");
             exitcode::OK
         }
         Ok(listing) => {
-            print!("{}", render_listing(&listing));
+            out!("{}", render_listing(&listing));
             exitcode::OK
         }
         Err(e) => queue_error(&e),
@@ -111,7 +111,9 @@ fn render_entry(out: &mut String, entry: &QueueEntry) {
         format_time(env.arrival),
         env.sender
     );
-    if entry.attempts > 0 {
+    if entry.held {
+        out.push_str("  (on hold)");
+    } else if entry.attempts > 0 {
         let _ = write!(
             out,
             "  attempts={} next={}",
@@ -209,10 +211,10 @@ fn print_entry(entry: &QueueEntry, headers: Option<&str>, json: bool, state: &st
             }
         };
         value["state"] = serde_json::Value::String(state.to_owned());
-        println!("{value:#}");
+        outln!("{value:#}");
         return exitcode::OK;
     }
-    print!("{}", render_entry_details(entry, headers, state));
+    out!("{}", render_entry_details(entry, headers, state));
     exitcode::OK
 }
 
@@ -405,7 +407,7 @@ pub(super) fn admin(config: &Config, action: AdminAction, ids: &[String], all: b
             Ok(()) => {
                 tracing::info!(queue_id = %id, action = ?action, user = %real_user_name(),
                     "administrator action");
-                println!("{id}: {}", action.verb());
+                outln!("{id}: {}", action.verb());
             }
             Err(e) => {
                 eprintln!("smarthost: {id}: {e}");
@@ -486,7 +488,7 @@ pub(super) fn init(config: &Config, group: Option<&str>) -> i32 {
     // Opening the queue creates the store, owned by the caller.
     match Queue::open(&dir) {
         Ok(_) => {
-            println!("queue ready in {}", dir.root().display());
+            outln!("queue ready in {}", dir.root().display());
             exitcode::OK
         }
         Err(e) => queue_error(&e),
@@ -527,7 +529,7 @@ pub(super) fn probe(
             }
         };
         let report = agent.probe(&domain, sender, record).await;
-        print!("{}", report.text);
+        out!("{}", report.text);
         match report.verdict {
             ProbeVerdict::Deliverable => exitcode::OK,
             ProbeVerdict::Undeliverable => 1,

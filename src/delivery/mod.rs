@@ -177,8 +177,11 @@ impl Agent {
                     Ok(()) => Dnssec::Working,
                     Err(e) => {
                         tracing::error!(error = %e,
-                            "DNSSEC validation is not working: mail that needs DNSSEC (REQUIRETLS \
-                             to MX hosts, DANE required) waits; other mail goes out without it");
+                            "DNSSEC validation is not working (the trust anchor's DNSKEY records \
+                             did not validate: no DNS access, a resolver that strips DNSSEC \
+                             records, or a wrong trust_anchor): mail that needs DNSSEC \
+                             (REQUIRETLS to MX hosts, DANE required) waits; other mail goes out \
+                             without it");
                         Dnssec::Broken(e.to_string())
                     }
                 }
@@ -915,8 +918,10 @@ impl Outcomes {
                 v.status = RecipientStatus::Failed;
                 v
             }
-            (_, _, Some(last)) => last.into_transient(),
-            (Some(v), true, None) => v.into_transient(),
+            // Some host may still work later; the structural reason, when
+            // there is one, says more than a connection failure elsewhere.
+            (Some(v), true, _) => v.into_transient(),
+            (None, _, Some(last)) => last.into_transient(),
             (None, _, None) => Verdict {
                 status: RecipientStatus::Pending,
                 result: result_without_host("4.4.4", "no usable address for any MX host".into()),

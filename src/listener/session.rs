@@ -500,9 +500,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .map_err(SessionEnd::Handshake)?;
         let (_, conn) = tls.get_ref();
         self.tls = Some(TlsFacts {
-            version: conn
-                .protocol_version()
-                .map_or_else(|| "TLS".to_owned(), |v| format!("{v:?}")),
+            version: crate::smtp::tls::version_name(conn.protocol_version()),
             cipher: conn
                 .negotiated_cipher_suite()
                 .map_or_else(String::new, |c| format!("{:?}", c.suite())),

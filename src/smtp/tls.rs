@@ -309,14 +309,19 @@ pub fn dane_client_config(
     Ok((config, slot))
 }
 
-/// Reads the negotiated parameters from an established client connection.
-pub fn tls_info(conn: &rustls::ClientConnection, verification: CertVerification) -> TlsInfo {
-    let version = match conn.protocol_version() {
+/// The name of a TLS version as logs and headers show it: `TLSv1.3`.
+pub fn version_name(version: Option<rustls::ProtocolVersion>) -> String {
+    match version {
         Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_owned(),
         Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_owned(),
         Some(other) => format!("{other:?}"),
         None => "unknown".to_owned(),
-    };
+    }
+}
+
+/// Reads the negotiated parameters from an established client connection.
+pub fn tls_info(conn: &rustls::ClientConnection, verification: CertVerification) -> TlsInfo {
+    let version = version_name(conn.protocol_version());
     let cipher = conn
         .negotiated_cipher_suite()
         .map_or_else(|| "unknown".to_owned(), |s| format!("{:?}", s.suite()));
