@@ -261,6 +261,7 @@ impl QueueDir {
             let _ = fs::remove_file(&tmp);
         }
         result?;
+        crate::crashpoint::reached("maildrop-renamed");
         match sync_dir(&maildrop) {
             // A submitter who may write the maildrop but not read it (a
             // world-writable maildrop, or one made before the group could

@@ -761,6 +761,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
         if reply.is_intermediate() {
             return Err(self.error(Stage::DataEnd, ErrorKind::Reply(reply)));
         }
+        if reply.is_positive() {
+            crate::crashpoint::reached("data-accepted");
+        }
         Ok(reply)
     }
 
