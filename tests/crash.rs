@@ -129,7 +129,7 @@ fn queue_runs_killed_at_random_times_lose_no_message() {
     let world = World::new(zone(), "");
     let mx = world
         .plain_mx(MX1, "mx1.example.org")
-        .delay_data_reply(Duration::from_millis(100))
+        .delay_data_reply(Duration::from_millis(300))
         .start();
     for i in 0..MESSAGES {
         world.send(&["-t"], &message(&format!("random-{i}")));
@@ -146,7 +146,7 @@ fn queue_runs_killed_at_random_times_lose_no_message() {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn queue run");
-        let deadline = Instant::now() + Duration::from_millis(rng.u64(20..1500));
+        let deadline = Instant::now() + Duration::from_millis(rng.u64(20..500));
         while Instant::now() < deadline {
             if child.try_wait().expect("wait").is_some() {
                 break;
