@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod crashpoint;
 pub mod delivery;
 pub mod envelope;
 pub mod exitcode;

@@ -113,6 +113,11 @@ fn another_users_submission_through_the_setgid_binary_exits_0_once_durable() {
     assert_eq!(files.len(), 1);
     assert_eq!(files[0].uid(), NOBODY, "the file keeps its submitter");
     assert_eq!(files[0].gid(), gid, "readable by the queue owner's group");
+    assert_eq!(
+        files[0].mode() & 0o7777,
+        0o640,
+        "readable by the group, by nobody else"
+    );
     // The queue owner picks it up.
     let out = install.env.run(&["mailq"]);
     assert!(out.stdout.contains("bob@example.org"), "{}", out.stdout);

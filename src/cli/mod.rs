@@ -163,6 +163,12 @@ enum QueueCommand {
         #[arg(long, conflicts_with = "ids")]
         all: bool,
     },
+    /// Look for damage without changing anything: unreadable store records
+    /// or queue files, files without entries and entries without files,
+    /// files set aside in corrupt/, abandoned temporary files. Exit status
+    /// 0 when none is found, 65 when some are (one line each on stdout),
+    /// 75 while a queue run holds the store.
+    Check,
     /// Create the queue directory with the permissions of a system install.
     Init {
         /// Group that may write the maildrop (through a setgid
@@ -276,6 +282,7 @@ fn main_cli(mut args: Vec<OsString>) -> i32 {
         Command::Queue(QueueCommand::Retry { ids, all }) => with_config(config, |c| {
             queue_cmd::admin(c, queue_cmd::AdminAction::Retry, &ids, all)
         }),
+        Command::Queue(QueueCommand::Check) => with_config(config, queue_cmd::check),
         Command::Queue(QueueCommand::Init { group }) => {
             with_config(config, |c| queue_cmd::init(c, group.as_deref()))
         }

@@ -23,6 +23,9 @@ fn queue_error(e: &QueueError) -> i32 {
     eprintln!("smarthost: {e}");
     if e.is_permission_denied() {
         exitcode::NOPERM
+    } else if e.is_damaged() {
+        eprintln!("smarthost: the queue is damaged; `smarthost queue check` lists what is wrong");
+        exitcode::DATAERR
     } else {
         exitcode::TEMPFAIL
     }
@@ -490,6 +493,33 @@ pub(super) fn init(config: &Config, group: Option<&str>) -> i32 {
         Ok(_) => {
             outln!("queue ready in {}", dir.root().display());
             exitcode::OK
+        }
+        Err(e) => queue_error(&e),
+    }
+}
+
+/// `queue check`: prints one line per problem found; exit 0 when there is
+/// none, [`exitcode::DATAERR`] when there are some.
+pub(super) fn check(config: &Config) -> i32 {
+    let dir = match locate(config) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    match crate::queue::check::check(&dir) {
+        Ok(problems) if problems.is_empty() => {
+            println!("queue {}: no problems found", dir.root().display());
+            exitcode::OK
+        }
+        Ok(problems) => {
+            for problem in &problems {
+                println!("{problem}");
+            }
+            eprintln!(
+                "smarthost: queue {}: {} problem(s) found",
+                dir.root().display(),
+                problems.len()
+            );
+            exitcode::DATAERR
         }
         Err(e) => queue_error(&e),
     }

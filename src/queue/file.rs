@@ -141,8 +141,11 @@ pub fn write_new(
     head.push(b'\n');
     file.write_all(&head)
         .and_then(|()| file.write_all(message))
-        .and_then(|()| file.sync_all())
-        .map_err(|e| FileError::io(path, e))
+        .map_err(|e| FileError::io(path, e))?;
+    crate::crashpoint::reached("maildrop-written");
+    file.sync_all().map_err(|e| FileError::io(path, e))?;
+    crate::crashpoint::reached("maildrop-synced");
+    Ok(())
 }
 
 /// Reads only the envelope of a queue file, and the size of its message.

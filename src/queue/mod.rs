@@ -16,9 +16,12 @@
 //!   long queue run holds the store.
 //! * `corrupt/`: queue files that could not be read, kept for the operator.
 //!
+//! [`check`] looks for damage in all of these without changing anything.
+//!
 //! Submission never opens the store, so it neither waits for a running
 //! delivery pass nor does store-wide work: it writes one file and syncs it.
 
+pub mod check;
 pub mod file;
 pub mod record;
 pub mod store;
@@ -91,6 +94,12 @@ impl QueueError {
                 false
             }
         }
+    }
+
+    /// True when a record in the store cannot be decoded: retrying will not
+    /// help, a person must look (`queue check`).
+    pub fn is_damaged(&self) -> bool {
+        matches!(self, Self::Store(StoreError::Record { .. }))
     }
 
     /// True when another process holds the store.
@@ -245,13 +254,14 @@ impl QueueDir {
         let maildrop = self.maildrop();
         let tmp = maildrop.join(format!(".tmp.{}", envelope.id));
         let done = maildrop.join(&envelope.id);
-        let result = file::write_new(&tmp, deposit_mode(), envelope, message)
+        let result = file::write_new(&tmp, deposit_mode(&maildrop), envelope, message)
             .map_err(QueueError::from)
             .and_then(|()| fs::rename(&tmp, &done).map_err(|e| QueueError::io(&done, e)));
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
         }
         result?;
+        crate::crashpoint::reached("maildrop-renamed");
         match sync_dir(&maildrop) {
             // A submitter who may write the maildrop but not read it (a
             // world-writable maildrop, or one made before the group could
@@ -277,8 +287,13 @@ impl QueueDir {
 /// The mode of a maildrop file: readable by the queue owner, who may be
 /// another user (reading through the setgid group, or as "other" on a
 /// sticky world-writable maildrop, whose names nobody else can list).
-fn deposit_mode() -> u32 {
-    if nix::unistd::getegid() != nix::unistd::getgid() {
+fn deposit_mode(maildrop: &Path) -> u32 {
+    let mine = fs::metadata(maildrop).is_ok_and(|m| m.uid() == nix::unistd::geteuid().as_raw());
+    if mine {
+        // The queue owner's own maildrop (a per-user queue, or reports and
+        // the listener): nobody else needs to read it.
+        0o600
+    } else if nix::unistd::getegid() != nix::unistd::getgid() {
         0o640
     } else {
         0o644

@@ -116,7 +116,9 @@ impl Queue {
             vouch_for_submitter(&path, &mut envelope);
             let target = self.dir.message_file(&id);
             fs::rename(&path, &target).map_err(|e| QueueError::io(&path, e))?;
+            crate::crashpoint::reached("pickup-renamed");
             self.store.put(&QueueEntry::new(envelope, size))?;
+            crate::crashpoint::reached("pickup-stored");
             taken.push(id);
         }
         if !taken.is_empty() {
@@ -255,6 +257,7 @@ impl Queue {
             self.store.put(entry)?;
         }
         self.store.sync()?;
+        crate::crashpoint::reached("saved");
         Ok(())
     }
 

@@ -59,6 +59,9 @@ pub enum StoreError {
     },
 }
 
+/// A record's id and the record, or why it cannot be decoded.
+pub type RawRecord = (String, Result<QueueEntry, StoreError>);
+
 /// The open store. Dropping it releases the lock.
 pub struct Store {
     db: sled::Db,
@@ -208,6 +211,27 @@ impl Store {
             .map(|item| {
                 let (k, v) = item.map_err(|e| self.sled_err(e))?;
                 self.decode(&String::from_utf8_lossy(&k), &v)
+            })
+            .collect()
+    }
+
+    /// Every queue entry with its id, decoded or not, for `queue check`.
+    pub fn raw_entries(&self) -> Result<Vec<RawRecord>, StoreError> {
+        self.raw(&self.db)
+    }
+
+    /// Every finished message's record with its id, decoded or not.
+    pub fn raw_finished(&self) -> Result<Vec<RawRecord>, StoreError> {
+        self.raw(&self.finished)
+    }
+
+    fn raw(&self, tree: &sled::Tree) -> Result<Vec<RawRecord>, StoreError> {
+        tree.iter()
+            .map(|item| {
+                let (k, v) = item.map_err(|e| self.sled_err(e))?;
+                let id = String::from_utf8_lossy(&k).into_owned();
+                let decoded = self.decode(&id, &v);
+                Ok((id, decoded))
             })
             .collect()
     }

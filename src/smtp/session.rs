@@ -855,6 +855,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if reply.is_intermediate() {
             return Err(self.error(Stage::DataEnd, ErrorKind::Reply(reply)));
         }
+        if reply.is_positive() {
+            crate::crashpoint::reached("data-accepted");
+        }
         Ok(reply)
     }
 
