@@ -7,7 +7,7 @@
 //!
 //! * `BENCH_SUBMISSIONS` (200): timed `sendmail` runs per submitter.
 //! * `BENCH_MESSAGES` (10000): messages per delivery run.
-//! * `BENCH_REPEAT` (1): delivery runs per variant; the median is reported.
+//! * `BENCH_REPEAT` (3): delivery runs per variant; the median is reported.
 //! * `BENCH_LARGE=1`: also measure `mailq` and pickup at 100,000 queued.
 //! * `BENCH_ONLY` (all): a comma-separated subset of `latency`, `queue` and
 //!   `delivery`.
@@ -86,7 +86,7 @@ impl Settings {
         Self {
             submissions: number("BENCH_SUBMISSIONS", 200).max(1),
             messages: number("BENCH_MESSAGES", 10_000).max(1),
-            repeat: number("BENCH_REPEAT", 1).max(1),
+            repeat: number("BENCH_REPEAT", 3).max(1),
             large: std::env::var("BENCH_LARGE").is_ok_and(|v| v == "1"),
             only: std::env::var("BENCH_ONLY").ok(),
         }
@@ -493,7 +493,7 @@ fn deliver_variant(
             variant.name, settings.repeat
         ),
         format!(
-            "{:.0} msg/s ({:.2} s, {sessions} connections, peak RSS {} MiB)",
+            "{:.0} msg/s ({:.2} s, {sessions} connections, peak RSS up to {} MiB)",
             n as f64 / t.as_secs_f64(),
             t.as_secs_f64(),
             peak / 1024
