@@ -11,7 +11,6 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
 
 use super::{now, Agent};
 use crate::queue::record::{QueueEntry, RecipientStatus};
@@ -152,14 +151,21 @@ async fn deliver_batch(
     queue: &Arc<Queue>,
     due: Vec<QueueEntry>,
 ) -> Result<(), QueueError> {
-    let limit = Arc::new(Semaphore::new(agent.config().max_connections));
+    // At most `max_connections` messages are in flight: a task (and its
+    // future's state) exists only for a message being delivered, so
+    // memory does not grow with the number of messages due.
+    let limit = agent.config().max_connections.max(1);
     let mut tasks = tokio::task::JoinSet::new();
+    let mut first_error = None;
     for mut entry in due {
+        while tasks.len() >= limit {
+            if let Some(joined) = tasks.join_next().await {
+                note_result(joined, &mut first_error);
+            }
+        }
         let agent = agent.clone();
         let queue = queue.clone();
-        let limit = limit.clone();
         tasks.spawn(async move {
-            let _permit = limit.acquire_owned().await;
             let message = match queue.message(entry.id()) {
                 Ok(m) => m,
                 Err(e) => {
@@ -182,16 +188,23 @@ async fn deliver_batch(
             queue.save(&entry)
         });
     }
-    let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "cannot record a delivery result");
-                first_error.get_or_insert(e);
-            }
-            Err(e) => tracing::error!(error = %e, "a delivery task failed"),
-        }
+        note_result(joined, &mut first_error);
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// Logs a finished delivery task's outcome and keeps the first error.
+fn note_result(
+    joined: Result<Result<(), QueueError>, tokio::task::JoinError>,
+    first_error: &mut Option<QueueError>,
+) {
+    match joined {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot record a delivery result");
+            first_error.get_or_insert(e);
+        }
+        Err(e) => tracing::error!(error = %e, "a delivery task failed"),
+    }
 }
