@@ -65,7 +65,24 @@ fn install(group: Option<(&str, u32)>) -> Install {
         None => 0o755,
     };
     std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(mode)).unwrap();
+    wait_until_executable(&binary);
     Install { env, binary }
+}
+
+/// A freshly copied binary cannot be run while any process still holds
+/// it open for writing; a child that another test thread forked during the
+/// copy may, until it execs (ETXTBSY). Wait until it runs.
+fn wait_until_executable(binary: &Path) {
+    for _ in 0..100 {
+        match Command::new(binary).arg("--version").output() {
+            Ok(_) => return,
+            Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("running {}: {e}", binary.display()),
+        }
+    }
+    panic!("{} stayed busy", binary.display());
 }
 
 impl Install {
