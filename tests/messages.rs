@@ -21,7 +21,7 @@ use mail_parser::{Address, MessageParser, MimeHeaders};
 use support::world::{zone, World, MX1};
 use support::ReceivedMessage;
 
-/// Fields submission always removes (the list).
+/// Fields submission always removes (Bcc, Resent-Bcc, Return-Path, Content-Length).
 const DROPPED: &[&str] = &["Bcc", "Resent-Bcc", "Return-Path", "Content-Length"];
 
 /// The longest line allowed on the wire, CRLF not counted (RFC 5322 §2.1.1).
