@@ -11,7 +11,6 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-
 use super::{now, Agent};
 use crate::queue::record::{QueueEntry, RecipientStatus};
 use crate::queue::{Queue, QueueDir, QueueError};
