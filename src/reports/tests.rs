@@ -176,3 +176,16 @@ fn requiretls_reports_return_headers_only_and_drop_the_tag_rfc8689_section_5() {
     assert!(!text.contains("\r\nbody\r\n"), "{text}");
     assert!(!reports[0].envelope.security.requiretls);
 }
+
+#[test]
+fn reports_have_the_shorter_bounce_queue_lifetime_rfc5321_section_4_5_4_1() {
+    let cfg = Config::from_toml(
+        "max_queue_lifetime = \"5d\"\nbounce_queue_lifetime = \"1d\"\n",
+        None,
+    )
+    .unwrap();
+    let normal = envelope("alice@example.org", &[("bob@example.net", None)]);
+    let report = envelope("", &[("alice@example.org", None)]);
+    assert_eq!(lifetime(&cfg, &normal), 5 * 86400);
+    assert_eq!(lifetime(&cfg, &report), 86400);
+}
