@@ -544,3 +544,38 @@ fn sendmail_bs_takes_alpines_arguments_and_plain_lf_dialogue() {
     assert_eq!(got[0].rcpt_addrs(), ["bob@example.org"]);
     assert!(got[0].data_str().contains("Subject: from Alpine\r\n"));
 }
+
+#[test]
+fn queue_administration_goes_through_the_daemon_while_it_holds_the_queue() {
+    let world = World::new(zone(), "");
+    let mx = world
+        .mx(MX1, "mx1.example.org")
+        .fail_first_n_sessions(1, 451, "4.3.0 try later")
+        .start();
+    let mut daemon = start(&world, true, "");
+    let out = world.env.sendmail(
+        &["-v", "-N", "never", "bob@single.example.org"],
+        b"Subject: admin\n\nbody\n",
+    );
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    let id = out
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("sendmail: queued as "))
+        .expect("queue id")
+        .trim()
+        .to_owned();
+    daemon.wait_for_log("deferred", WAIT);
+    // The daemon holds the store; the command hands its request over.
+    let hold = world.env.run(&["queue", "hold", &id]);
+    assert_eq!(hold.status, 0, "{}", hold.stderr);
+    assert!(hold.stdout.contains("put on hold"), "{}", hold.stdout);
+    assert!(world.mailq().contains("(on hold)"));
+    let retry = world.env.run(&["queue", "retry", &id]);
+    assert_eq!(retry.status, 0, "{}", retry.stderr);
+    assert_eq!(mx.wait_for_messages(1, WAIT).len(), 1, "retry delivered it");
+    let missing = world.env.run(&["queue", "delete", &id]);
+    assert_eq!(missing.status, 65, "{}", missing.stderr);
+    daemon.wait_for_log("administrator action", WAIT);
+    stop(&mut daemon);
+}

@@ -268,19 +268,19 @@ fn main_cli(mut args: Vec<OsString>) -> i32 {
             with_config(config, |c| queue_cmd::show(c, &id, json))
         }
         Command::Queue(QueueCommand::Delete { ids, all }) => with_config(config, |c| {
-            queue_cmd::admin(c, queue_cmd::AdminAction::Delete, &ids, all)
+            queue_cmd::admin(c, crate::queue::admin::AdminAction::Delete, &ids, all)
         }),
         Command::Queue(QueueCommand::Bounce { ids }) => with_config(config, |c| {
-            queue_cmd::admin(c, queue_cmd::AdminAction::Bounce, &ids, false)
+            queue_cmd::admin(c, crate::queue::admin::AdminAction::Bounce, &ids, false)
         }),
         Command::Queue(QueueCommand::Hold { ids }) => with_config(config, |c| {
-            queue_cmd::admin(c, queue_cmd::AdminAction::Hold, &ids, false)
+            queue_cmd::admin(c, crate::queue::admin::AdminAction::Hold, &ids, false)
         }),
         Command::Queue(QueueCommand::Release { ids }) => with_config(config, |c| {
-            queue_cmd::admin(c, queue_cmd::AdminAction::Release, &ids, false)
+            queue_cmd::admin(c, crate::queue::admin::AdminAction::Release, &ids, false)
         }),
         Command::Queue(QueueCommand::Retry { ids, all }) => with_config(config, |c| {
-            queue_cmd::admin(c, queue_cmd::AdminAction::Retry, &ids, all)
+            queue_cmd::admin(c, crate::queue::admin::AdminAction::Retry, &ids, all)
         }),
         Command::Queue(QueueCommand::Check) => with_config(config, queue_cmd::check),
         Command::Queue(QueueCommand::Init { group }) => {

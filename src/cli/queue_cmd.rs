@@ -9,6 +9,7 @@ use crate::delivery::run::{self, RunOptions};
 use crate::delivery::{format_time, Agent};
 use crate::exitcode;
 use crate::logging::{self, LogTarget};
+use crate::queue::admin::{self, AdminAction, AdminRequest};
 use crate::queue::record::{QueueEntry, RecipientStatus};
 use crate::queue::{finished_record, Listing, Queue, QueueDir, QueueError};
 
@@ -323,106 +324,42 @@ fn render_entry_details(entry: &QueueEntry, headers: Option<&str>, state: &str) 
     out
 }
 
-/// What `queue delete|bounce|hold|release|retry` does to a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum AdminAction {
-    /// Remove it, with no report.
-    Delete,
-    /// Fail every pending recipient and report it to the sender.
-    Bounce,
-    /// Stop attempting it.
-    Hold,
-    /// Attempt it again on schedule.
-    Release,
-    /// Make it due now and run the queue for it.
-    Retry,
-}
-
-impl AdminAction {
-    fn verb(self) -> &'static str {
-        match self {
-            Self::Delete => "deleted",
-            Self::Bounce => "returned to the sender",
-            Self::Hold => "put on hold",
-            Self::Release => "released",
-            Self::Retry => "due now",
-        }
-    }
-}
-
 /// An administrator's action on queued messages (`ids`, or all with
-/// `all`). Each action is logged. The queue is taken as its owner, so a
-/// running queue run makes this wait for nothing: it fails at once with a
-/// message saying so.
+/// `all`), logged per message. The command takes the queue as its owner;
+/// while `smarthost serve` holds it, the daemon carries the request out
+/// (see [`crate::queue::admin`]). A queue run in progress makes it fail at
+/// once with a message saying so.
 pub(super) fn admin(config: &Config, action: AdminAction, ids: &[String], all: bool) -> i32 {
     let dir = match locate(config) {
         Ok(d) => d,
         Err(code) => return code,
     };
     logging::init(LogTarget::Stderr, "info", Some(dir.root()));
-    let queue = match Queue::open(&dir) {
-        Ok(q) => q,
-        Err(e) if e.is_busy() => {
-            eprintln!("smarthost: a queue run holds the queue; try again when it ends");
-            return exitcode::TEMPFAIL;
-        }
+    let request = AdminRequest {
+        action,
+        ids: ids.to_vec(),
+        all,
+        user: real_user_name(),
+    };
+    let outcome = match Queue::open(&dir) {
+        Ok(queue) => admin::apply(&queue, config, &request),
+        Err(e) if e.is_busy() => match admin::through_daemon(&dir, &request, DAEMON_WAIT) {
+            Ok(Some(outcome)) => {
+                print_outcome(&outcome);
+                return outcome.status;
+            }
+            Ok(None) => {
+                eprintln!(
+                    "smarthost: a queue run holds the queue (no daemon answered); try again when it ends"
+                );
+                return exitcode::TEMPFAIL;
+            }
+            Err(e) => return queue_error(&e),
+        },
         Err(e) => return queue_error(&e),
     };
-    // Messages still in the maildrop can be acted on too.
-    if let Err(e) = queue.pickup() {
-        return queue_error(&e);
-    }
-    let entries = match queue.entries() {
-        Ok(e) => e,
-        Err(e) => return queue_error(&e),
-    };
-    let mut status = exitcode::OK;
-    let mut chosen = Vec::new();
-    if all {
-        chosen.extend(entries.iter().cloned());
-    } else {
-        for id in ids {
-            match entries.iter().find(|e| e.id() == id) {
-                Some(e) => chosen.push(e.clone()),
-                None => {
-                    eprintln!("smarthost: {id}: no such message in the queue");
-                    status = exitcode::DATAERR;
-                }
-            }
-        }
-    }
-    for mut entry in chosen {
-        let id = entry.id().to_owned();
-        let result = match action {
-            AdminAction::Delete => queue.delete(&id).map(|_| ()),
-            AdminAction::Bounce => bounce(config, &queue, &mut entry),
-            AdminAction::Hold | AdminAction::Release => {
-                entry.held = action == AdminAction::Hold;
-                queue.save(&entry)
-            }
-            AdminAction::Retry => {
-                entry.held = false;
-                entry.next_attempt = crate::delivery::now();
-                queue.save(&entry)
-            }
-        };
-        match result {
-            Ok(()) => {
-                tracing::info!(queue_id = %id, action = ?action, user = %real_user_name(),
-                    "administrator action");
-                outln!("{id}: {}", action.verb());
-            }
-            Err(e) => {
-                eprintln!("smarthost: {id}: {e}");
-                status = queue_error(&e);
-            }
-        }
-    }
-    if let Err(e) = queue.write_snapshot() {
-        tracing::warn!(error = %e, "cannot write the queue listing");
-    }
-    drop(queue);
-    if action == AdminAction::Retry && status == exitcode::OK {
+    print_outcome(&outcome);
+    if action == AdminAction::Retry && outcome.status == exitcode::OK {
         let options = RunOptions {
             all,
             ids: if all { Vec::new() } else { ids.to_vec() },
@@ -430,7 +367,20 @@ pub(super) fn admin(config: &Config, action: AdminAction, ids: &[String], all: b
         };
         return run(config, &options, false);
     }
-    status
+    outcome.status
+}
+
+/// How long a command waits for `serve` to carry out its request: the
+/// daemon looks between delivery passes, at least every few seconds.
+const DAEMON_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn print_outcome(outcome: &admin::AdminOutcome) {
+    for line in &outcome.done {
+        outln!("{line}");
+    }
+    for line in &outcome.errors {
+        eprintln!("smarthost: {line}");
+    }
 }
 
 /// The name of the user running the command, for the log.
@@ -440,33 +390,6 @@ fn real_user_name() -> String {
         .ok()
         .flatten()
         .map_or_else(|| uid.to_string(), |u| u.name)
-}
-
-/// Fails every pending recipient of `entry` and queues the failure report
-/// (as NOTIFY allows), then records the entry.
-fn bounce(config: &Config, queue: &Queue, entry: &mut QueueEntry) -> Result<(), QueueError> {
-    let before: Vec<RecipientStatus> = entry.recipients.iter().map(|r| r.status).collect();
-    let now = crate::delivery::now();
-    for i in entry.pending().collect::<Vec<_>>() {
-        let rcpt = &mut entry.recipients[i];
-        rcpt.status = RecipientStatus::Failed;
-        rcpt.last = Some(crate::queue::record::AttemptResult {
-            at: now,
-            host: None,
-            ip: None,
-            tls: None,
-            reply: None,
-            status: "5.0.0".into(),
-            detail: "returned to the sender by the mail administrator".into(),
-            protection: None,
-            remote_dsn: false,
-        });
-    }
-    let message = queue.message(entry.id())?;
-    for report in crate::reports::due(config, entry, &before, &message, now) {
-        queue.dir().deposit(&report.envelope, &report.message)?;
-    }
-    queue.save(entry)
 }
 
 /// Creates the system queue layout.

@@ -380,6 +380,23 @@ async fn turn_away(mut stream: TcpStream) {
     let _ = stream.shutdown().await;
 }
 
+/// Resolves when an administrator's request is waiting in `control/`
+/// (looked for every quarter second), so the daemon answers quickly.
+async fn control_request(queue: &Queue) {
+    let control = queue.dir().root().join("control");
+    loop {
+        let waiting = std::fs::read_dir(&control).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(".request"))
+        });
+        if waiting {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// A fresh delivery agent with the same configuration, so that the
 /// DNSSEC self-check (made once per agent, as once per `queue run`) is
 /// made again every hour in a long-running daemon.
@@ -412,6 +429,9 @@ async fn delivery_loop(
             last_purge = Some(tokio::time::Instant::now());
         }
         let agent = live.agent();
+        // Administrators' requests first: a retry makes its messages due
+        // for the pass that follows.
+        crate::queue::admin::serve_requests(&queue, agent.config());
         let options = queue_run::RunOptions::default();
         let pass = queue_run::pass(agent, &queue, &options);
         tokio::pin!(pass);
@@ -434,6 +454,7 @@ async fn delivery_loop(
         tokio::select! {
             _ = wake.notified() => {}
             _ = tokio::time::sleep(POLL_INTERVAL) => {}
+            _ = control_request(&queue) => {}
             _ = shutdown.changed() => return,
         }
     }

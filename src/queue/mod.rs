@@ -21,6 +21,7 @@
 //! Submission never opens the store, so it neither waits for a running
 //! delivery pass nor does store-wide work: it writes one file and syncs it.
 
+pub mod admin;
 pub mod check;
 pub mod file;
 pub mod record;
