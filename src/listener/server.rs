@@ -246,6 +246,7 @@ pub async fn serve(
     for listener in listeners {
         accept_tasks.spawn(accept_loop(listener, front.clone(), per_client_limit));
     }
+    crate::queue::admin::announce_daemon(queue.dir());
     let delivery = tokio::spawn(delivery_loop(
         queue.clone(),
         live.clone(),

@@ -169,14 +169,47 @@ fn control_dir(dir: &QueueDir) -> PathBuf {
     dir.root().join("control")
 }
 
+/// The file where a running daemon leaves its process id.
+fn daemon_file(dir: &QueueDir) -> PathBuf {
+    control_dir(dir).join("daemon.pid")
+}
+
+/// Marks the daemon as the one that takes administrators' requests (at its
+/// start, once it holds the queue).
+pub fn announce_daemon(dir: &QueueDir) {
+    let control = control_dir(dir);
+    let written = fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&control)
+        .and_then(|()| fs::write(daemon_file(dir), std::process::id().to_string()));
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "cannot announce the daemon for administrators' requests");
+    }
+}
+
+/// True when the process named in the daemon file is alive.
+fn daemon_running(dir: &QueueDir) -> bool {
+    let Ok(text) = fs::read_to_string(daemon_file(dir)) else {
+        return false;
+    };
+    let Ok(pid) = text.trim().parse::<i32>() else {
+        return false;
+    };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
 /// Hands `request` to the daemon that holds the queue and waits up to
-/// `wait` for its outcome. `None` when no daemon answered (then the
-/// request is withdrawn).
+/// `wait` for its outcome. `None` when no daemon runs or none answered in
+/// time (then the request is withdrawn).
 pub fn through_daemon(
     dir: &QueueDir,
     request: &AdminRequest,
     wait: Duration,
 ) -> Result<Option<AdminOutcome>, QueueError> {
+    if !daemon_running(dir) {
+        return Ok(None);
+    }
     let control = control_dir(dir);
     fs::DirBuilder::new()
         .recursive(true)
