@@ -39,27 +39,35 @@ const MAX_LINE: usize = 1 << 20;
 /// between; collisions are unlikely with ephemeral ports. Within this test
 /// process no port is handed out twice, so tests running in parallel never
 /// share one (the kernel may give a released port to the next probe).
+///
+/// Candidate ports come from the kernel through a probe bound to
+/// [`PROBE_IP`], an address no fake server uses, so that looking for a
+/// port never binds, even for a moment, a port already handed to a
+/// parallel test on the addresses its servers use.
 pub fn free_port_on(ips: &[Ipv4Addr]) -> u16 {
     static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    let (first, rest) = ips.split_first().expect("free_port_on needs an address");
+    assert!(!ips.is_empty(), "free_port_on needs an address");
     let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
     for _ in 0..100 {
-        let probe = StdTcpListener::bind((*first, 0)).expect("bind a loopback probe");
+        let probe = StdTcpListener::bind((PROBE_IP, 0)).expect("bind a loopback probe");
         let port = probe.local_addr().expect("probe address").port();
         if given.contains(&port) {
             continue;
         }
-        let others: io::Result<Vec<_>> = rest
+        let all: io::Result<Vec<_>> = ips
             .iter()
             .map(|ip| StdTcpListener::bind((*ip, port)))
             .collect();
-        if others.is_ok() {
+        if all.is_ok() {
             given.push(port);
             return port;
         }
     }
     panic!("no TCP port free on all of {ips:?} after 100 attempts");
 }
+
+/// Where [`free_port_on`] asks the kernel for candidate ports.
+pub const PROBE_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
 
 /// One SMTP reply: code and text (the text may hold an enhanced status code).
 #[derive(Clone, Debug)]
