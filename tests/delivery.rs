@@ -1032,3 +1032,24 @@ fn a_connection_for_opportunistic_mail_never_carries_requiretls_mail_rfc8689_sec
     assert_eq!(with_tag, 1);
     assert_eq!(relay.sessions(), 2, "each plan has its own connection");
 }
+
+#[test]
+fn a_reused_connection_the_server_gave_up_on_is_replaced_by_a_fresh_one_rfc5321_section_4_1_4() {
+    let world = World::new(zone(), "");
+    world.add_to_table("smtp", "max_connections_per_destination = 1");
+    let mx = world.mx(MX1, "mx1.example.org").close_on_rset().start();
+    for i in 0..3 {
+        world.send(
+            &["-N", "never", &format!("u{i}@single.example.org")],
+            SIMPLE,
+        );
+    }
+    world.queue_run(&[]);
+    assert_eq!(mx.wait_for_messages(3, WAIT).len(), 3, "none left pending");
+    assert_eq!(
+        mx.sessions(),
+        3,
+        "a fresh connection after each refused RSET"
+    );
+    assert!(world.mailq().contains("Mail queue is empty"));
+}

@@ -618,9 +618,10 @@ impl Agent {
         {
             while let Some(mut conn) = self.take_idle(&pool_key) {
                 let result = conn.send(&txn).await;
-                let stale = matches!(&result, Err(e) if !conn.is_usable()
-                    && e.stage == Stage::MailFrom
-                    && matches!(e.kind, ErrorKind::Io(_) | ErrorKind::Timeout(_) | ErrorKind::Protocol(_)));
+                // A connection the server closed or gave up on while idle
+                // fails at its RSET, before anything of this message was
+                // sent: a fresh connection takes the message.
+                let stale = result.is_err() && conn.reset_failed();
                 if stale {
                     continue;
                 }

@@ -369,6 +369,9 @@ pub struct Connection<S> {
     session: Session<S>,
     caps: Capabilities,
     transactions: u32,
+    /// The RSET before the last transaction failed: the server had closed
+    /// or given up on the connection, and nothing of the message was sent.
+    reset_failed: bool,
 }
 
 /// Opens a session over `stream` for transactions (see [`Connection`]).
@@ -387,6 +390,7 @@ where
             session,
             caps,
             transactions: 0,
+            reset_failed: false,
         }),
         Err(e) => {
             session.quit().await;
@@ -402,8 +406,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     pub async fn send(&mut self, txn: &Transaction<'_>) -> Result<Delivered, SessionError> {
         validate(&self.session.cfg, txn)?;
         if self.transactions > 0 {
-            let reply = self.session.command("RSET", Stage::MailFrom).await?;
+            let reply = match self.session.command("RSET", Stage::MailFrom).await {
+                Ok(reply) => reply,
+                Err(e) => {
+                    self.reset_failed = true;
+                    return Err(e);
+                }
+            };
             if !reply.is_positive() {
+                self.reset_failed = true;
                 self.session.stream = None;
                 return Err(self.session.error(Stage::MailFrom, ErrorKind::Reply(reply)));
             }
@@ -411,6 +422,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         self.transactions += 1;
         let caps = self.caps.clone();
         self.session.transaction(txn, caps).await
+    }
+
+    /// True when the last [`Connection::send`] failed at the RSET that
+    /// opens it: the connection was stale, and the message can go over a
+    /// fresh one.
+    pub fn reset_failed(&self) -> bool {
+        self.reset_failed
     }
 
     /// False once the connection cannot carry another transaction.

@@ -121,6 +121,7 @@ pub struct FakeMxBuilder {
     data_delay: Duration,
     data_delay_sessions: Option<usize>,
     max_rcpts: Option<usize>,
+    close_on_rset: bool,
 }
 
 impl FakeMxBuilder {
@@ -212,6 +213,13 @@ impl FakeMxBuilder {
     /// Reply to MAIL (default `250 2.1.0 Sender ok`).
     pub fn mail_reply(mut self, code: u16, text: &str) -> Self {
         self.mail_reply = Reply::new(code, text);
+        self
+    }
+
+    /// Answers RSET with `421 4.4.2` and closes the connection, as a
+    /// server does that has given up on an idle client.
+    pub fn close_on_rset(mut self) -> Self {
+        self.close_on_rset = true;
         self
     }
 
@@ -414,6 +422,7 @@ impl FakeMx {
             data_delay: Duration::ZERO,
             data_delay_sessions: None,
             max_rcpts: None,
+            close_on_rset: false,
         }
     }
 
@@ -787,6 +796,12 @@ impl Session {
             "MAIL" => self.mail(line).await?,
             "RCPT" => self.rcpt(line).await?,
             "DATA" => self.data().await?,
+            "RSET" if self.settings().close_on_rset => {
+                self.conn
+                    .write("421 4.4.2 Idle too long, closing\r\n")
+                    .await?;
+                return Ok(Next::Close);
+            }
             "RSET" => {
                 self.reset();
                 self.conn.write("250 2.0.0 Ok\r\n").await?;
